@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The kernel <-> userspace contract of scantrace.
+ *
+ * This header is compiled twice: as BPF C (the bpf/ sources, after vmlinux.h
+ * already included) and as C++ (src/). Rules:
+ *   - fixed-width __u8..__u64 fields only, explicit padding, and a
+ *     _Static_assert on every record size, so both compilers agree on layout;
+ *   - every ring-buffer record starts with struct st_hdr;
+ *   - enum values are explicit and only ever grow (the schema is append-only);
+ *   - names are prefixed st_/ST_ because vmlinux.h already defines many
+ *     generic ones.
+ * The build rebuilds BPF objects and skeletons whenever this file changes
+ * (clang -MD + CMake DEPFILE).
+ */
+#ifndef SCANTRACE_EVENTS_H
+#define SCANTRACE_EVENTS_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#ifdef __cplusplus
+#define ST_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define ST_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
+#define ST_COMM_LEN 16
+
+/* Address families as the kernel spells them (AF_INET / AF_INET6). */
+#define ST_AF_INET 2
+#define ST_AF_INET6 10
+
+#define ST_PROTO_TCP 6
+#define ST_PROTO_UDP 17
+
+/* Ring-buffer record types. Append only. */
+enum st_record_type {
+	ST_REC_CONN = 1,   /* struct st_conn_event: one TCP state transition */
+	ST_REC_LISTEN = 2, /* struct st_listen_event: a socket starts/stops listening */
+};
+
+/* st_hdr.flags */
+enum st_hdr_flags {
+	ST_F_OWNER_KNOWN = 1u << 0, /* owner holds the owning process */
+	ST_F_START_KNOWN = 1u << 1, /* start_ns is the connection's first transition */
+	ST_F_TCP_INFO = 1u << 2,    /* bytes/retransmits/rtt were read from tcp_sock */
+};
+
+struct st_hdr {
+	__u16 type; /* enum st_record_type */
+	__u16 size; /* sizeof the whole record, checked by userspace */
+	__u32 flags;
+	__u64 ts_ns; /* bpf_ktime_get_boot_ns() */
+};
+ST_STATIC_ASSERT(sizeof(struct st_hdr) == 16, "st_hdr layout");
+
+/* The process that owns a socket. For inbound connections this is the
+ * listener's owner, never the task that happened to run the softirq. */
+struct st_owner {
+	__u32 tgid; /* process id */
+	__u32 pid;  /* thread id */
+	__u32 uid;
+	__u32 _pad;
+	__u64 cgroup_id; /* cgroup v2 id (inode of the cgroup directory) */
+	char comm[ST_COMM_LEN];
+};
+ST_STATIC_ASSERT(sizeof(struct st_owner) == 40, "st_owner layout");
+
+/* Addresses as the socket holds them. IPv4 uses the first 4 bytes of the
+ * 16-byte arrays; userspace folds ::ffff:a.b.c.d into IPv4. */
+struct st_tuple {
+	__u8 laddr[16];
+	__u8 raddr[16];
+	__u16 lport; /* host byte order */
+	__u16 rport; /* host byte order */
+	__u16 family; /* ST_AF_INET / ST_AF_INET6 */
+	__u16 _pad;
+};
+ST_STATIC_ASSERT(sizeof(struct st_tuple) == 40, "st_tuple layout");
+
+enum st_direction {
+	ST_DIR_UNKNOWN = 0,
+	ST_DIR_INBOUND = 1,  /* accepted from a listener */
+	ST_DIR_OUTBOUND = 2, /* connect()ed by a local process */
+};
+
+struct st_conn_event {
+	struct st_hdr hdr;
+	struct st_tuple tuple;
+	struct st_owner owner;
+	__u64 sk_id;    /* kernel socket address, only as an opaque id */
+	__u64 start_ns; /* valid with ST_F_START_KNOWN */
+	/* valid with ST_F_TCP_INFO (always filled on a transition to CLOSE) */
+	__u64 bytes_acked;
+	__u64 bytes_received;
+	__u32 total_retrans;
+	__u32 srtt_us;
+	__u32 netns; /* inode of the socket's network namespace */
+	__u8 oldstate;
+	__u8 newstate;
+	__u8 direction; /* enum st_direction */
+	__u8 _pad;
+};
+ST_STATIC_ASSERT(sizeof(struct st_conn_event) == 144, "st_conn_event layout");
+
+enum st_listen_action {
+	ST_LISTEN_OPEN = 1,
+	ST_LISTEN_CLOSE = 2,
+};
+
+struct st_listen_event {
+	struct st_hdr hdr;
+	struct st_tuple tuple; /* local side only */
+	struct st_owner owner;
+	__u32 netns;
+	__u8 proto;  /* ST_PROTO_TCP / ST_PROTO_UDP */
+	__u8 action; /* enum st_listen_action */
+	__u8 _pad[2];
+};
+ST_STATIC_ASSERT(sizeof(struct st_listen_event) == 104, "st_listen_event layout");
+
+/* Key of the listener-owner map: who listens on (netns, proto, port).
+ * Filled by the kernel at CLOSE->LISTEN (process context, so current is the
+ * owner) and seeded by userspace from /proc at start for sockets that were
+ * already listening. Inbound children look their owner up here. */
+struct st_listener_key {
+	__u32 netns;
+	__u16 port;
+	__u8 proto;
+	__u8 _pad;
+};
+ST_STATIC_ASSERT(sizeof(struct st_listener_key) == 8, "st_listener_key layout");
+
+struct st_listener_val {
+	struct st_owner owner;
+	__u32 nsockets; /* listening sockets on this key (v4 + v6, reuseport) */
+	__u32 _pad;
+};
+ST_STATIC_ASSERT(sizeof(struct st_listener_val) == 48, "st_listener_val layout");
+
+/* Per-socket connection state, keyed by the kernel socket address. */
+struct st_conn_val {
+	struct st_owner owner;
+	__u64 start_ns;
+	__u32 flags; /* ST_F_OWNER_KNOWN */
+	__u8 direction;
+	__u8 _pad[3];
+};
+ST_STATIC_ASSERT(sizeof(struct st_conn_val) == 56, "st_conn_val layout");
+
+/* Kernel-side counters, a per-CPU array indexed by this enum; userspace sums
+ * the CPUs. Append only; ST_CNT_MAX sizes the map. */
+enum st_counter {
+	ST_CNT_STATE_EVENTS = 0,   /* inet_sock_set_state hits for TCP */
+	ST_CNT_RB_LOST = 1,        /* failed bpf_ringbuf_reserve */
+	ST_CNT_CONN_MAP_FULL = 2,  /* st_conns insert failed */
+	ST_CNT_LISTEN_MAP_FULL = 3, /* st_listeners insert failed */
+	ST_CNT_MAX = 16,
+};
+
+#endif /* SCANTRACE_EVENTS_H */
