@@ -21,10 +21,9 @@ inline bool clean8(const unsigned char* p) {
     constexpr std::uint64_t highs = 0x8080808080808080ull;
     // Classic SWAR tests; each is exact as a yes/no answer for the word.
     auto has_zero = [](std::uint64_t v) { return (v - ones) & ~v & highs; };
-    const std::uint64_t bad = (w & highs)                             // >= 0x80
-                              | ((w - ones * 0x20) & ~w & highs)      // < 0x20
-                              | has_zero(w ^ (ones * '"')) | has_zero(w ^ (ones * '\\'))
-                              | has_zero(w ^ (ones * 0x7f));
+    const std::uint64_t bad = (w & highs)                         // >= 0x80
+                              | ((w - ones * 0x20) & ~w & highs)  // < 0x20
+                              | has_zero(w ^ (ones * '"')) | has_zero(w ^ (ones * '\\')) | has_zero(w ^ (ones * 0x7f));
     return bad == 0;
 }
 
@@ -82,8 +81,9 @@ inline bool deceptive(std::uint32_t cp) {
 }
 
 inline void append_u_escape(std::string& out, std::uint32_t cp) {
-    const char esc[6] = {'\\', 'u', kHex[(cp >> 12) & 0xf], kHex[(cp >> 8) & 0xf], kHex[(cp >> 4) & 0xf],
-                         kHex[cp & 0xf]};
+    char esc[6] = {'\\', 'u'};
+    for (int k = 0; k < 4; ++k)
+        esc[2 + k] = kHex[(cp >> (12 - 4 * k)) & 0xf];
     out.append(esc, sizeof esc);
 }
 
@@ -107,12 +107,28 @@ inline void append_ascii_escape(std::string& out, unsigned char c) {
 void append_json_string(std::string& out, std::string_view s) {
     const auto* p = reinterpret_cast<const unsigned char*>(s.data());
     const std::size_t n = s.size();
+    std::size_t i = 0;
+    while (i + 8 <= n && clean8(p + i))
+        i += 8;
+    while (i < n && kClass[p[i]] == 0)
+        ++i;
+    if (i == n) {
+        // The common case (names, addresses, enum values) needs no escape at
+        // all: one resize and one copy instead of three appends.
+        const std::size_t old = out.size();
+        out.resize(old + n + 2);
+        char* d = out.data() + old;
+        d[0] = '"';
+        std::memcpy(d + 1, s.data(), n);
+        d[n + 1] = '"';
+        return;
+    }
     out.reserve(out.size() + n + 2);
     out.push_back('"');
 
     // Bytes that need no change accumulate in [run, i) and are appended in
     // one go when an escape interrupts them or the input ends.
-    std::size_t run = 0, i = 0;
+    std::size_t run = 0;
     while (i < n) {
         while (i + 8 <= n && clean8(p + i))
             i += 8;

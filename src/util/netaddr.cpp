@@ -141,23 +141,17 @@ std::optional<Scope> parse_scope(std::string_view name) {
 
 Exposure exposure_of(const IpAddr& local) {
     switch (classify(local)) {
-    case Scope::unspecified:
-        return Exposure::all_interfaces;
-    case Scope::loopback:
-        return Exposure::loopback_only;
-    default:
-        return Exposure::address;
+    case Scope::unspecified: return Exposure::all_interfaces;
+    case Scope::loopback: return Exposure::loopback_only;
+    default: return Exposure::address;
     }
 }
 
 std::string_view exposure_name(Exposure e) {
     switch (e) {
-    case Exposure::all_interfaces:
-        return "all-interfaces";
-    case Exposure::loopback_only:
-        return "loopback-only";
-    case Exposure::address:
-        break;
+    case Exposure::all_interfaces: return "all-interfaces";
+    case Exposure::loopback_only: return "loopback-only";
+    case Exposure::address: break;
     }
     return "address";
 }

@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cstring>
 #include <memory>
+#include <tuple>
 #include <unordered_map>
 
 #include "scantrace/events.h"
@@ -211,9 +212,8 @@ bool read_listeners(const std::string& proc_root, std::uint32_t rep, std::vector
             auto s = parse_proc_net_line(line, t.proto, t.is_v6);
             if (!s)
                 return;
-            const bool keep = t.proto == ST_PROTO_TCP
-                                  ? s->state == kTcpListen
-                                  : s->rport == 0 && s->raddr.is_unspecified() && s->lport != 0;
+            const bool keep = t.proto == ST_PROTO_TCP ? s->state == kTcpListen
+                                                      : s->rport == 0 && s->raddr.is_unspecified() && s->lport != 0;
             if (keep)
                 out.push_back(*s);
         });
@@ -352,6 +352,12 @@ std::vector<ListeningSocket> scan_listening(const std::string& proc_root) {
     }
     if (result.empty())
         return result;
+    // Namespaces come out of a hash map; a stable order makes the inventory
+    // diffable between runs.
+    std::sort(result.begin(), result.end(), [](const ListeningSocket& a, const ListeningSocket& b) {
+        return std::tie(a.netns, a.sock.proto, a.sock.lport, a.sock.inode) <
+               std::tie(b.netns, b.sock.proto, b.sock.lport, b.sock.inode);
+    });
 
     // Socket inodes are unique system-wide, so one map serves all namespaces.
     std::unordered_map<std::uint64_t, std::uint32_t> owner_of;  // inode -> lowest pid, 0 = none yet

@@ -9,8 +9,8 @@ namespace {
 // Indexed by the kernel's TCP_* value (include/net/tcp_states.h); 0 is not a
 // state. Values come straight from BPF records, so every lookup is checked.
 constexpr std::string_view kNames[] = {
-    "",           "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",    "TIME_WAIT",
-    "CLOSE",      "CLOSE_WAIT",  "LAST_ACK", "LISTEN",   "CLOSING",   "NEW_SYN_RECV", "BOUND_INACTIVE",
+    "",      "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",    "TIME_WAIT",
+    "CLOSE", "CLOSE_WAIT",  "LAST_ACK", "LISTEN",   "CLOSING",   "NEW_SYN_RECV", "BOUND_INACTIVE",
 };
 
 bool iequals(std::string_view a, std::string_view b) {

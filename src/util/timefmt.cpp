@@ -31,10 +31,10 @@ struct Civil {
 constexpr Civil civil_from_days(std::int64_t days) {
     days += 719'468;  // 0000-03-01 to 1970-01-01
     const std::int64_t era = floor_div(days, 146'097);
-    const auto doe = static_cast<unsigned>(days - era * 146'097);             // [0, 146096]
+    const auto doe = static_cast<unsigned>(days - era * 146'097);                // [0, 146096]
     const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;  // [0, 399]
-    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);             // [0, 365], from March 1
-    const unsigned mp = (5 * doy + 2) / 153;                                  // [0, 11], March = 0
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);                // [0, 365], from March 1
+    const unsigned mp = (5 * doy + 2) / 153;                                     // [0, 11], March = 0
     const unsigned day = doy - (153 * mp + 2) / 5 + 1;
     const unsigned month = mp < 10 ? mp + 3 : mp - 9;
     const std::int64_t year = static_cast<std::int64_t>(yoe) + era * 400 + (month <= 2 ? 1 : 0);
