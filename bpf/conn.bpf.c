@@ -14,6 +14,7 @@
 #include "vmlinux.h"
 #include "common.bpf.h"
 #include "sock.bpf.h"
+#include "scan.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -119,13 +120,33 @@ static __always_inline void st_listen_close(const struct sock *sk, __u16 family,
 	st_emit_listen(sk, family, key->netns, ST_LISTEN_CLOSE, &owner, now);
 }
 
+/* A full handshake to an open port that ends at once with nothing received
+ * is a connect() scan probe. It only adds to a source already probing. */
+#define ST_CONNECT_PROBE_MAX_NS (3ULL * 1000000000ULL)
+
+static __always_inline bool st_connect_probe_of(const struct st_conn_event *e, __u64 age_ns, struct st_probe *p)
+{
+	if (age_ns > ST_CONNECT_PROBE_MAX_NS || e->bytes_received != 0)
+		return false;
+	p->netns = e->netns;
+	p->family = e->tuple.family;
+	p->dport = e->tuple.lport;
+	__builtin_memcpy(p->saddr, e->tuple.raddr, 16);
+	__builtin_memcpy(p->daddr, e->tuple.laddr, 16);
+	p->technique = ST_TECH_CONNECT;
+	p->outcome = ST_OUT_OPEN;
+	p->create = false;
+	return true;
+}
+
 static __always_inline void st_conn_transition(const struct sock *sk, __u16 family, __u32 netns, int oldstate,
 					       int newstate, __u64 now)
 {
 	__u64 id = (__u64)sk;
 	struct st_conn_val *cv, c = {};
 	struct st_conn_event *e;
-	bool tracked;
+	struct st_probe p = {};
+	bool tracked, probe = false;
 	__u32 flags;
 
 	cv = bpf_map_lookup_elem(&st_conns, &id);
@@ -190,10 +211,14 @@ static __always_inline void st_conn_transition(const struct sock *sk, __u16 fami
 		e->newstate = newstate;
 		e->direction = c.direction;
 		e->_pad = 0;
+		if (newstate == TCP_CLOSE && c.direction == ST_DIR_INBOUND && (c.flags & ST_F_START_KNOWN))
+			probe = st_connect_probe_of(e, now - c.start_ns, &p);
 		bpf_ringbuf_submit(e, 0);
 	}
 	if (newstate == TCP_CLOSE && tracked)
 		bpf_map_delete_elem(&st_conns, &id);
+	if (probe)
+		st_record_probe(&p, now);
 }
 
 static __always_inline int st_handle_state(const struct sock *sk, int oldstate, int newstate)

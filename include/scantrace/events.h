@@ -39,6 +39,8 @@
 enum st_record_type {
 	ST_REC_CONN = 1,   /* struct st_conn_event: one TCP state transition */
 	ST_REC_LISTEN = 2, /* struct st_listen_event: a socket starts/stops listening */
+	ST_REC_SCAN_ALERT = 3, /* struct st_scan_alert: a source crossed a scan rule */
+	ST_REC_DIST_ALERT = 4, /* struct st_dist_alert: many sources probing closed ports */
 };
 
 /* st_hdr.flags */
@@ -150,6 +152,117 @@ struct st_conn_val {
 };
 ST_STATIC_ASSERT(sizeof(struct st_conn_val) == 56, "st_conn_val layout");
 
+/* ---- scan detection ---------------------------------------------------- */
+
+/* How a probe looked, from its TCP flags (and, for SYNs, its header length:
+ * a SYN with the full option set of an OS stack is a connect() probe, raw
+ * scanners send 20-24 byte headers). Append only. */
+enum st_technique {
+	ST_TECH_SYN = 0,
+	ST_TECH_CONNECT = 1,
+	ST_TECH_FIN = 2,
+	ST_TECH_NULL = 3,
+	ST_TECH_XMAS = 4,
+	ST_TECH_ACK = 5,
+	ST_TECH_MAIMON = 6,
+	ST_TECH_UDP = 7,
+	ST_TECH_OTHER = 8,
+	ST_TECH_MAX = 9,
+};
+
+/* Which port state the probe revealed. */
+enum st_outcome {
+	ST_OUT_CLOSED = 0,  /* RST or ICMP unreachable / NO_SOCKET drop */
+	ST_OUT_OPEN = 1,    /* reached a listener (SYN to a listening port) */
+	ST_OUT_DROPPED = 2, /* silently dropped by a listener (FIN/NULL/Xmas) */
+	ST_OUT_RESET = 3,   /* a listener answered with RST (ACK/Maimon) */
+};
+
+/* A probe source: per network namespace and address (IPv6 optionally
+ * grouped per /64, since scanners rotate inside a prefix). */
+struct st_src_key {
+	__u32 netns;
+	__u16 family;
+	__u16 _pad;
+	__u8 addr[16];
+};
+ST_STATIC_ASSERT(sizeof(struct st_src_key) == 24, "st_src_key layout");
+
+/* st_src_val.alerted bits: a rule fired in its current window. */
+#define ST_RULE_FAST 1u
+#define ST_RULE_SLOW 2u
+
+#define ST_OPEN_PORTS 8
+
+/* One source's activity; see scantrace/portset.h for the port set. Sized so
+ * that 65,536 sources (856 B + the kernel's 104 B per LRU entry) and every
+ * other map fit in the default 64 MiB. */
+struct st_src_val {
+	__u64 first_ns;
+	__u64 last_ns;
+	__u32 fast_start_ms; /* window starts, in ms after first_ns */
+	__u32 slow_start_ms;
+	__u32 probes;
+	__u16 n_exact;  /* entries used in ports[] */
+	__u16 fast_new; /* new distinct ports in the current fast window */
+	__u16 slow_new; /* ... in the current slow window */
+	__u8 alerted;   /* ST_RULE_* fired in the current window */
+	__u8 n_open;    /* entries used in open_ports[] */
+	__u8 dst_family;
+	__u8 outcomes;  /* bit per enum st_outcome seen */
+	__u16 tech_count[ST_TECH_MAX]; /* saturating */
+	__u8 dst_addr[16]; /* the first victim address probed */
+	__u16 open_ports[ST_OPEN_PORTS];
+	__u16 ports[64];
+	__u64 bm_a[64]; /* 4096 bits */
+	__u64 bm_b[16]; /* 1024 bits */
+};
+ST_STATIC_ASSERT(sizeof(struct st_src_val) == 856, "st_src_val layout");
+
+struct st_scan_alert {
+	struct st_hdr hdr;
+	struct st_src_key key;
+	__u32 rule; /* ST_RULE_FAST or ST_RULE_SLOW */
+	__u32 distinct; /* exact distinct ports at the crossing */
+	__u16 dport;    /* the probe that crossed */
+	__u8 technique;
+	__u8 _pad[5];
+};
+ST_STATIC_ASSERT(sizeof(struct st_scan_alert) == 56, "st_scan_alert layout");
+
+#define ST_DIST_SAMPLES 8
+
+/* Per network namespace: sources probing closed ports in the current
+ * window, and the distinct ports they probed together (1024-bit sample of
+ * perm(port) >> 6, counted as bits are set). Requiring many ports as well as
+ * many sources keeps "a service is down and its clients retry" quiet. */
+struct st_dist_val {
+	__u64 window_start_ns;
+	__u32 new_sources;
+	__u32 ports_seen; /* bits set in ports_bm */
+	__u32 alerted;
+	__u32 _pad;
+	struct st_src_key samples[ST_DIST_SAMPLES]; /* the first sources seen */
+	__u64 ports_bm[16];
+};
+ST_STATIC_ASSERT(sizeof(struct st_dist_val) == 344, "st_dist_val layout");
+
+struct st_dist_alert {
+	struct st_hdr hdr;
+	__u32 netns;
+	__u32 sources;
+	__u64 window_start_ns;
+	__u32 ports_seen;
+	__u32 _pad;
+};
+ST_STATIC_ASSERT(sizeof(struct st_dist_alert) == 40, "st_dist_alert layout");
+
+/* SYN-flood signals per listening port (keyed by st_listener_key). */
+struct st_syn_val {
+	__u64 syns;             /* SYNs that reached the listener */
+	__u64 synack_retrans;   /* SYN-ACK retransmits */
+};
+
 /* Kernel-side counters, a per-CPU array indexed by this enum; userspace sums
  * the CPUs. Append only; ST_CNT_MAX sizes the map. */
 enum st_counter {
@@ -157,6 +270,11 @@ enum st_counter {
 	ST_CNT_RB_LOST = 1,        /* failed bpf_ringbuf_reserve */
 	ST_CNT_CONN_MAP_FULL = 2,  /* st_conns insert failed */
 	ST_CNT_LISTEN_MAP_FULL = 3, /* st_listeners insert failed */
+	ST_CNT_PROBES = 4,         /* scan probe events seen (all hooks) */
+	ST_CNT_SRC_NEW = 5,        /* source entries created */
+	ST_CNT_SRC_MAP_FULL = 6,   /* st_sources insert failed */
+	ST_CNT_SYN_MAP_FULL = 7,   /* st_syn insert failed */
+	ST_CNT_IGNORED = 8,        /* probes from --ignore prefixes */
 	ST_CNT_MAX = 16,
 };
 

@@ -10,6 +10,9 @@
 #include <cstdio>
 #include <map>
 
+#include "detect/local_scan.h"
+#include "detect/scan_tracker.h"
+#include "detect/syn_flood.h"
 #include "events/decode.h"
 #include "loader/loader.h"
 #include "loader/privileges.h"
@@ -49,10 +52,14 @@ public:
     Tracer(const Config& cfg, Loader& loader)
         : cfg_(cfg), loader_(loader), services_(ServiceTable::load()),
           fmt_(make_formatter(cfg.format, clock_, services_)), filter_(cfg), sink_(STDOUT_FILENO),
-          start_boot_ns_(BootClock::now_boot_ns()) {}
+          start_boot_ns_(BootClock::now_boot_ns()),
+          scans_(policy_of(cfg), [&l = loader](const st_src_key& k) { return l.read_source(k); },
+                 [&l = loader](const st_src_key& k) { l.delete_source(k); }),
+          local_scans_(cfg.local_scan_targets, cfg.fast_window_s), floods_(cfg.syn_rate, cfg.half_open) {}
 
     int run() {
-        StartInfo si{SCANTRACE_VERSION, kernel_release(), static_cast<std::uint32_t>(getpid()), loader_.hooks(), &cfg_};
+        StartInfo si{SCANTRACE_VERSION, kernel_release(), static_cast<std::uint32_t>(getpid()), loader_.hooks(),
+                     loader_.memory(), &cfg_};
         fmt_->start(sink_.buffer(), BootClock::now_unix_ns(), si);
         counted(RecordType::start);
         sink_.flush();
@@ -67,6 +74,7 @@ public:
         }
         const std::uint64_t interval_ns = static_cast<std::uint64_t>(cfg_.stats_interval_s * 1e9);
         std::uint64_t next_stats = start_boot_ns_ + interval_ns;
+        std::uint64_t next_tick = start_boot_ns_ + kTickNs;
 
         while (!g_stop) {
             int n = ring_buffer__poll(rb, 100);
@@ -75,7 +83,12 @@ public:
                 ring_buffer__free(rb);
                 return 1;
             }
-            if (interval_ns && BootClock::now_boot_ns() >= next_stats) {
+            const std::uint64_t now = BootClock::now_boot_ns();
+            if (now >= next_tick) {
+                detection_tick(now);
+                next_tick = now + kTickNs;
+            }
+            if (interval_ns && now >= next_stats) {
                 stats(false);
                 next_stats += interval_ns;
             }
@@ -91,6 +104,7 @@ public:
         loader_.detach();
         ring_buffer__consume(rb);
         ring_buffer__free(rb);
+        for (const auto& r : scans_.finish()) emit_scan(r, BootClock::now_unix_ns());
         stats(true);
         sink_.flush();
         return 0;
@@ -116,6 +130,10 @@ private:
             } else {
                 ++filtered_;
             }
+            if (auto r = local_scans_.feed(*c)) {
+                fmt_->local_scan(sink_.buffer(), *r, clock_.to_unix_ns(c->ts_ns));
+                counted(RecordType::local_scan);
+            }
             if (c->newstate == TCP_CLOSE_STATE) {
                 if (filter_.pass_close(*c)) {
                     fmt_->close(sink_.buffer(), *c);
@@ -124,6 +142,10 @@ private:
                     ++filtered_;
                 }
             }
+        } else if (auto* a = std::get_if<ScanAlert>(&ev)) {
+            if (auto r = scans_.on_alert(a->key, a->rule, a->ts_ns)) emit_scan(*r, clock_.to_unix_ns(a->ts_ns));
+        } else if (auto* d = std::get_if<DistAlert>(&ev)) {
+            distributed(*d);
         } else if (auto* l = std::get_if<ListenEvent>(&ev)) {
             emit_listen(*l, l->action == ST_LISTEN_CLOSE ? ListenKind::close : ListenKind::open,
                         clock_.to_unix_ns(l->ts_ns));
@@ -131,6 +153,52 @@ private:
             ++lost_decode_;
         }
         sink_.maybe_flush();
+    }
+
+    static ScanPolicy policy_of(const Config& c) {
+        return ScanPolicy{c.fast_threshold, c.fast_window_s, c.slow_threshold, c.slow_window_s,
+                          c.scan_quiet_s,   c.progress_interval_s, c.group_v6_64};
+    }
+
+    void emit_scan(const ScanReport& r, std::int64_t unix_ns) {
+        fmt_->scan(sink_.buffer(), r, unix_ns);
+        counted(r.phase == ScanPhase::start      ? RecordType::scan
+                : r.phase == ScanPhase::progress ? RecordType::scan_progress
+                                                 : RecordType::scan_end);
+    }
+
+    void distributed(const DistAlert& a) {
+        DistributedScanReport r;
+        r.netns = a.netns;
+        r.sources = a.sources;
+        r.ports = a.ports_seen;
+        r.window_start_ns = a.window_start_ns;
+        r.window_s = cfg_.dist_window_s;
+        if (auto d = loader_.read_dist(a.netns)) {
+            for (unsigned i = 0; i < ST_DIST_SAMPLES && i < d->new_sources; ++i)
+                r.sample_sources.push_back(IpAddr::from_raw(d->samples[i].family, d->samples[i].addr));
+        }
+        fmt_->distributed_scan(sink_.buffer(), r, clock_.to_unix_ns(a.ts_ns));
+        counted(RecordType::distributed_scan);
+    }
+
+    // Every kTickNs: scan progress and ends, SYN floods.
+    void detection_tick(std::uint64_t now) {
+        const std::int64_t unix_now = clock_.to_unix_ns(now);
+        for (const auto& r : scans_.tick(now)) emit_scan(r, unix_now);
+        local_scans_.expire(now);
+        std::vector<SynSample> samples;
+        loader_.for_each_syn([&samples](const st_listener_key& k, const st_syn_val& v) {
+            samples.push_back({k.netns, k.port, v.syns, v.synack_retrans});
+        });
+        auto reader = [](std::uint32_t netns) -> std::optional<NetnsTcpSample> {
+            auto pid = pid_in_netns(netns);
+            return pid ? read_netns_tcp(*pid) : std::nullopt;
+        };
+        for (const auto& r : floods_.tick(now, samples, reader)) {
+            fmt_->syn_flood(sink_.buffer(), r, unix_now);
+            counted(r.ended ? RecordType::syn_flood_end : RecordType::syn_flood);
+        }
     }
 
     void emit_listen(const ListenEvent& e, ListenKind kind, std::int64_t unix_ns) {
@@ -184,6 +252,11 @@ private:
         s.filtered = filtered_;
         s.lost_decode = lost_decode_;
         s.lost_output = sink_.lost_lines();
+        s.sources_live = loader_.count_sources();
+        const std::uint64_t gone = s.sources_live + scans_.removed();
+        s.sources_evicted = s.kernel[ST_CNT_SRC_NEW] > gone ? s.kernel[ST_CNT_SRC_NEW] - gone : 0;
+        s.scans_active = scans_.active();
+        s.syn_floods_active = floods_.flooding();
         fmt_->stats(sink_.buffer(), BootClock::now_unix_ns(), s);
         counted(RecordType::stats);
     }
@@ -191,6 +264,7 @@ private:
     void counted(RecordType t) { ++records_[static_cast<std::size_t>(t)]; }
 
     static constexpr unsigned TCP_CLOSE_STATE = 7;
+    static constexpr std::uint64_t kTickNs = 250'000'000;  // scan_end/progress and SYN-flood resolution
 
     const Config& cfg_;
     Loader& loader_;
@@ -204,6 +278,9 @@ private:
     std::uint64_t filtered_ = 0;
     std::uint64_t lost_decode_ = 0;
     std::uint64_t seed_failures_ = 0;
+    ScanTracker scans_;
+    LocalScanTracker local_scans_;
+    SynFloodMonitor floods_;
 };
 
 }  // namespace

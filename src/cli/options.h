@@ -21,11 +21,35 @@ struct Config {
     std::set<Scope> peer_scopes;          // --peer-scope
     bool no_loopback = false;             // --no-loopback
     double stats_interval_s = 60.0;       // --stats-interval (0 = only at exit)
-    std::uint32_t ringbuf_bytes = 8u << 20;  // --ringbuf-size (power of two)
-    std::uint32_t max_conns = 262144;     // --max-conns
-    std::uint32_t max_listeners = 16384;  // --max-listeners
+    std::uint32_t ringbuf_bytes = 2u << 20;  // --ringbuf-size (power of two)
+    std::uint32_t max_conns = 16384;      // --max-conns
+    std::uint32_t max_listeners = 4096;   // --max-listeners
     bool inventory = true;                // --no-inventory turns it off
     bool verbose = false;                 // --verbose: libbpf's log on stderr
+
+    // Hook families the loader may use (--hooks): tp_btf, raw_tp, fentry,
+    // kprobe, sock_ops. Empty = all.
+    std::set<std::string> hook_families;
+
+    // Scan detection policy (docs/schema.md, "scan").
+    std::uint32_t fast_threshold = 20;     // --scan-ports
+    double fast_window_s = 10;             // --scan-window
+    std::uint32_t slow_threshold = 60;     // --slow-scan-ports
+    double slow_window_s = 900;            // --slow-scan-window
+    double scan_quiet_s = 30;              // --scan-quiet: scan_end after this much silence
+    double progress_interval_s = 5;        // --progress-interval
+    std::uint32_t dist_sources = 30;       // --distributed-sources
+    std::uint32_t dist_ports = 10;         // --distributed-ports
+    double dist_window_s = 10;             // --distributed-window
+    bool group_v6_64 = false;              // --group-v6-64
+    std::vector<Cidr> ignore;              // --ignore CIDR
+    std::uint32_t max_sources = 65536;     // --max-sources
+    std::uint64_t max_memory = 64u << 20;  // --max-memory: bound on all BPF maps
+    // SYN flood
+    double syn_rate = 200;                 // --syn-flood-rate (SYNs/s to one port)
+    std::uint32_t half_open = 64;          // --syn-flood-half-open
+    // Local processes scanning others
+    std::uint32_t local_scan_targets = 20; // --local-scan-targets (refused connects in the fast window)
 };
 
 struct ParseResult {

@@ -70,6 +70,17 @@ Event decode_record(const void* data, std::size_t size) {
         e.owner = owner_from(r.hdr, r.owner);
         return e;
     }
+    case ST_REC_SCAN_ALERT: {
+        st_scan_alert r;
+        if (!read_record(data, size, r)) return DecodeError{"scan alert of wrong size"};
+        if (r.key.family != ST_AF_INET && r.key.family != ST_AF_INET6) return DecodeError{"scan alert: bad family"};
+        return ScanAlert{r.hdr.ts_ns, r.key, r.rule, r.distinct, r.dport, r.technique};
+    }
+    case ST_REC_DIST_ALERT: {
+        st_dist_alert r;
+        if (!read_record(data, size, r)) return DecodeError{"distributed-scan alert of wrong size"};
+        return DistAlert{r.hdr.ts_ns, r.netns, r.sources, r.ports_seen, r.window_start_ns};
+    }
     default:
         return DecodeError{"unknown record type " + std::to_string(h.type)};
     }

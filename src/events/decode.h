@@ -51,11 +51,28 @@ struct ListenEvent {
     std::optional<Owner> owner;
 };
 
+struct ScanAlert {
+    std::uint64_t ts_ns = 0;
+    st_src_key key{};
+    std::uint32_t rule = 0;  // ST_RULE_FAST / ST_RULE_SLOW
+    std::uint32_t distinct = 0;
+    std::uint16_t dport = 0;
+    std::uint8_t technique = 0;
+};
+
+struct DistAlert {
+    std::uint64_t ts_ns = 0;
+    std::uint32_t netns = 0;
+    std::uint32_t sources = 0;
+    std::uint32_t ports_seen = 0;
+    std::uint64_t window_start_ns = 0;
+};
+
 struct DecodeError {
     std::string what;
 };
 
-using Event = std::variant<ConnEvent, ListenEvent, DecodeError>;
+using Event = std::variant<ConnEvent, ListenEvent, ScanAlert, DistAlert, DecodeError>;
 
 Event decode_record(const void* data, std::size_t size);
 

@@ -1,11 +1,13 @@
 // The only code that touches libbpf: open the BPF objects, size the maps from
-// the configuration, probe the kernel, choose one program per hook, load,
-// attach, and hand out the ring buffer and counters.
+// the configuration, probe the kernel, choose one program family per hook,
+// load, attach, and hand out the ring buffer, counters and maps.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -17,11 +19,12 @@
 namespace scantrace {
 
 struct HookStatus {
-    std::string name;     // what it observes, e.g. "inet_sock_set_state"
+    std::string name;      // what it observes, e.g. "inet_sock_set_state"
+    std::string covers;    // what a user loses without it
     bool attached = false;
-    std::string program;  // BPF program name when attached
-    std::string attach;   // "tp_btf", "raw_tp", ...
-    std::string reason;   // why not attached
+    std::vector<std::string> programs;  // BPF program names when attached
+    std::string attach;    // family: "tp_btf", "raw_tp", "fentry", "kprobe", "sock_ops"
+    std::string reason;    // why not attached (or why better variants were skipped)
 };
 
 struct KernelCounters {
@@ -29,8 +32,13 @@ struct KernelCounters {
     std::uint64_t operator[](st_counter c) const { return v[c]; }
 };
 
+struct MapMemory {
+    std::string name;
+    std::uint64_t bytes = 0;  // the kernel's own figure (fdinfo memlock)
+};
+
 struct LoadError {
-    int exit_code;  // documented exit codes: 1 runtime, 4 unsupported kernel
+    int exit_code;  // documented exit codes: 1 runtime, 2 bad configuration, 4 unsupported kernel
     std::string message;
 };
 
@@ -44,12 +52,22 @@ public:
 
     int ringbuf_fd() const;
     const std::vector<HookStatus>& hooks() const { return hooks_; }
+    const std::vector<MapMemory>& memory() const { return memory_; }
+    std::uint64_t memory_total() const;
     KernelCounters read_counters() const;
 
     // Remember the owner of a port that was already listening at start, so
     // inbound connections to it are attributed. Never overwrites what the
     // kernel itself recorded meanwhile.
     bool seed_listener(const st_listener_key& key, const st_listener_val& val);
+
+    std::optional<st_src_val> read_source(const st_src_key& key) const;
+    void delete_source(const st_src_key& key);
+    // Entries in the source table now (walks the keys: for stats, not hot paths).
+    std::uint64_t count_sources() const;
+    std::optional<st_dist_val> read_dist(std::uint32_t netns) const;
+    // Every (listener, SYN counters) pair.
+    void for_each_syn(const std::function<void(const st_listener_key&, const st_syn_val&)>& fn) const;
 
     // Stop all programs; maps stay readable for the final drain.
     void detach();
@@ -59,6 +77,7 @@ private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
     std::vector<HookStatus> hooks_;
+    std::vector<MapMemory> memory_;
 };
 
 // Route libbpf's log: to stderr when verbose, else kept for error messages.

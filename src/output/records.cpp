@@ -15,6 +15,13 @@ std::string_view record_type_name(RecordType t) {
     case RecordType::state: return "state";
     case RecordType::close: return "close";
     case RecordType::stats: return "stats";
+    case RecordType::scan: return "scan";
+    case RecordType::scan_progress: return "scan_progress";
+    case RecordType::scan_end: return "scan_end";
+    case RecordType::distributed_scan: return "distributed_scan";
+    case RecordType::syn_flood: return "syn_flood";
+    case RecordType::syn_flood_end: return "syn_flood_end";
+    case RecordType::local_scan: return "local_scan";
     case RecordType::count_: break;
     }
     return "unknown";
@@ -67,13 +74,28 @@ public:
         w.key("hooks").begin_array();
         for (const auto& h : s.hooks) {
             w.begin_object().field("name", h.name).field("state", h.attached ? "attached" : "unavailable");
-            if (h.attached)
-                w.field("program", h.program).field("attach", h.attach);
-            else
+            w.field("covers", h.covers);
+            if (h.attached) {
+                w.field("program", h.programs.empty() ? std::string() : h.programs.front());
+                w.key("programs").begin_array();
+                for (const auto& p : h.programs) w.str(p);
+                w.end_array().field("attach", h.attach);
+                // Better variants that were skipped, and why.
+                if (!h.reason.empty()) w.field("skipped", h.reason);
+            } else {
                 w.field("reason", h.reason);
+            }
             w.end_object();
         }
         w.end_array();
+        w.key("memory").begin_object();
+        std::uint64_t total = 0;
+        w.key("maps").begin_object();
+        for (const auto& m : s.memory) {
+            w.field(m.name, m.bytes);
+            total += m.bytes;
+        }
+        w.end_object().field("total_bytes", total).field("limit_bytes", s.config->max_memory).end_object();
         w.key("config");
         config(w, *s.config);
         end(w, out);
@@ -122,7 +144,11 @@ public:
         JsonWriter w(out);
         head(w, "stats", unix_ns);
         w.field("final", s.final).key("uptime_s").f64(s.uptime_s, 3);
-        w.key("kernel").begin_object().field("state_events", s.kernel[ST_CNT_STATE_EVENTS]).end_object();
+        w.key("kernel").begin_object().field("state_events", s.kernel[ST_CNT_STATE_EVENTS]);
+        w.field("probes", s.kernel[ST_CNT_PROBES]).field("ignored_probes", s.kernel[ST_CNT_IGNORED]);
+        w.field("sources_created", s.kernel[ST_CNT_SRC_NEW]).field("sources_live", s.sources_live);
+        w.end_object();
+        w.field("scans_active", s.scans_active).field("syn_floods_active", s.syn_floods_active);
         w.key("records").begin_object();
         for (std::size_t i = 0; i < s.records.size(); ++i)
             w.field(record_type_name(static_cast<RecordType>(i)), s.records[i]);
@@ -132,12 +158,102 @@ public:
         w.field("ringbuf", s.kernel[ST_CNT_RB_LOST]);
         w.field("conn_map_full", s.kernel[ST_CNT_CONN_MAP_FULL]);
         w.field("listener_map_full", s.kernel[ST_CNT_LISTEN_MAP_FULL]);
+        w.field("source_map_full", s.kernel[ST_CNT_SRC_MAP_FULL]).field("sources_evicted", s.sources_evicted);
+        w.field("syn_map_full", s.kernel[ST_CNT_SYN_MAP_FULL]);
         w.field("decode", s.lost_decode).field("output", s.lost_output);
         w.end_object();
         end(w, out);
     }
 
+    void scan(std::string& out, const ScanReport& r, std::int64_t unix_ns) override {
+        JsonWriter w(out);
+        const char* type = r.phase == ScanPhase::start ? "scan" : r.phase == ScanPhase::progress ? "scan_progress" : "scan_end";
+        head(w, type, unix_ns);
+        w.field("netns", r.netns).field("source", r.source.to_string()).field("family", family_name(r.source));
+        if (r.source_prefix != (r.source.family == Family::v4 ? 32 : 128)) w.field("source_prefix", r.source_prefix);
+        w.key("destinations").begin_array().str(r.destination.to_string()).end_array();
+        w.field("technique", r.techniques.empty() ? "other" : r.techniques.front().first);
+        w.key("techniques").begin_array();
+        for (const auto& t : r.techniques) w.str(t.first);
+        w.end_array().key("technique_probes").begin_object();
+        for (const auto& t : r.techniques) w.field(t.first, t.second);
+        w.end_object();
+        w.field("ports", r.ports).field("ports_exact", r.ports_exact).field("probes", r.probes);
+        w.key("first_seen");
+        ts_field(w, clock_.to_unix_ns(r.first_ns));
+        w.key("last_seen");
+        ts_field(w, clock_.to_unix_ns(r.last_ns));
+        w.key("sample_ports").begin_array();
+        for (auto p : r.sample_ports) w.u64(p);
+        w.end_array().key("open_ports").begin_array();
+        for (auto p : r.open_ports) {
+            w.begin_object().field("port", p).key("service");
+            if (auto svc = services_.lookup(p, ST_PROTO_TCP)) w.str(*svc); else w.null();
+            w.end_object();
+        }
+        w.end_array().key("outcomes").begin_array();
+        for (const auto& o : r.outcomes) w.str(o);
+        w.end_array();
+        if (r.phase == ScanPhase::end) {
+            const double dur = r.last_ns > r.first_ns ? (r.last_ns - r.first_ns) / 1e9 : 0;
+            w.field("reason", r.rule).key("duration_s").f64(dur, 3);
+            w.key("probes_per_s").f64(dur > 0 ? r.probes / dur : static_cast<double>(r.probes), 1);
+        } else {
+            w.field("rule", r.rule);
+            if (r.phase == ScanPhase::start) w.field("threshold", r.threshold).key("window_s").f64(r.window_s, 3);
+        }
+        end(w, out);
+    }
+
+    void distributed_scan(std::string& out, const DistributedScanReport& r, std::int64_t unix_ns) override {
+        JsonWriter w(out);
+        head(w, "distributed_scan", unix_ns);
+        w.field("netns", r.netns).field("sources", r.sources).field("ports", r.ports);
+        w.key("window_start");
+        ts_field(w, clock_.to_unix_ns(r.window_start_ns));
+        w.key("window_s").f64(r.window_s, 3).key("sample_sources").begin_array();
+        for (const auto& a : r.sample_sources) w.str(a.to_string());
+        w.end_array();
+        end(w, out);
+    }
+
+    void syn_flood(std::string& out, const SynFloodReport& r, std::int64_t unix_ns) override {
+        JsonWriter w(out);
+        head(w, r.ended ? "syn_flood_end" : "syn_flood", unix_ns);
+        w.field("netns", r.netns).field("port", r.port).key("service");
+        if (auto svc = services_.lookup(r.port, ST_PROTO_TCP)) w.str(*svc); else w.null();
+        if (r.ended) {
+            w.key("duration_s").f64(r.duration_s, 3).key("peak_syn_rate").f64(r.peak_syn_rate, 1);
+            w.field("peak_half_open", r.peak_half_open);
+        } else {
+            w.key("syn_rate").f64(r.syn_rate, 1).field("half_open", r.half_open);
+            w.key("synack_retransmits_per_s").f64(r.synack_retransmits, 1).field("syncookies", r.syncookies);
+            w.field("syncookies_sent", r.syncookies_sent).field("listen_drops", r.listen_drops);
+            w.field("listen_overflows", r.listen_overflows);
+        }
+        end(w, out);
+    }
+
+    void local_scan(std::string& out, const LocalScanReport& r, std::int64_t unix_ns) override {
+        JsonWriter w(out);
+        head(w, "local_scan", unix_ns);
+        w.field("netns", r.netns);
+        process(w, r.process);
+        w.field("targets", r.targets).field("hosts", r.hosts).field("ports", r.ports).key("window_s").f64(r.window_s, 3);
+        w.key("sample_targets").begin_array();
+        for (const auto& [a, p] : r.sample_targets)
+            w.begin_object().field("address", a.to_string()).field("port", p).end_object();
+        w.end_array();
+        end(w, out);
+    }
+
 private:
+    void ts_field(JsonWriter& w, std::int64_t unix_ns) {
+        ts_.clear();
+        append_rfc3339_utc_us(ts_, unix_ns);
+        w.str(ts_);
+    }
+
     void head(JsonWriter& w, std::string_view type, std::int64_t unix_ns) {
         w.begin_object().field("type", type).field("v", kSchemaVersion);
         ts_.clear();
@@ -217,7 +333,7 @@ public:
         row(out, unix_ns, "start", nullptr, "", "", "scantrace " + s.version + " on " + s.kernel);
         for (const auto& h : s.hooks)
             row(out, unix_ns, "hook", nullptr, "", "",
-                h.name + (h.attached ? " attached via " + h.attach + " (" + h.program + ")" : " unavailable: " + h.reason));
+                h.name + (h.attached ? " attached via " + h.attach : " unavailable: " + h.reason));
         out += header();
     }
     void listen(std::string& out, const ListenEvent& e, ListenKind kind, std::int64_t unix_ns) override {
@@ -255,6 +371,28 @@ public:
                       s.final ? "final" : "periodic", s.kernel[ST_CNT_STATE_EVENTS], s.kernel[ST_CNT_RB_LOST],
                       s.kernel[ST_CNT_CONN_MAP_FULL], s.lost_decode, s.lost_output, s.filtered);
         row(out, unix_ns, "stats", nullptr, "", "", buf);
+    }
+
+    void scan(std::string& out, const ScanReport& r, std::int64_t unix_ns) override {
+        const char* type = r.phase == ScanPhase::start ? "SCAN" : r.phase == ScanPhase::progress ? "scan+" : "scan.";
+        std::string d = std::to_string(r.ports) + (r.ports_exact ? "" : "~") + " ports " + std::to_string(r.probes) +
+                        " probes " + (r.techniques.empty() ? std::string("?") : r.techniques.front().first) + " " + r.rule;
+        row(out, unix_ns, type, nullptr, r.destination.to_string(), r.source.to_string(), d);
+    }
+    void distributed_scan(std::string& out, const DistributedScanReport& r, std::int64_t unix_ns) override {
+        row(out, unix_ns, "DSCAN", nullptr, "netns " + std::to_string(r.netns), "",
+            std::to_string(r.sources) + " sources " + std::to_string(r.ports) + "+ ports");
+    }
+    void syn_flood(std::string& out, const SynFloodReport& r, std::int64_t unix_ns) override {
+        char buf[160];
+        std::snprintf(buf, sizeof(buf), "%s rate %.0f/s half-open %u cookies %s", r.ended ? "ended" : "started",
+                      r.ended ? r.peak_syn_rate : r.syn_rate, r.ended ? r.peak_half_open : r.half_open,
+                      r.syncookies ? "yes" : "no");
+        row(out, unix_ns, "FLOOD", nullptr, ":" + std::to_string(r.port), "", buf);
+    }
+    void local_scan(std::string& out, const LocalScanReport& r, std::int64_t unix_ns) override {
+        row(out, unix_ns, "LSCAN", &r.process, "", "",
+            std::to_string(r.targets) + " refused targets on " + std::to_string(r.hosts) + " hosts");
     }
 
 private:

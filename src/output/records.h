@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli/options.h"
+#include "detect/reports.h"
 #include "events/decode.h"
 #include "loader/loader.h"
 #include "util/services.h"
@@ -19,7 +20,21 @@ namespace scantrace {
 
 inline constexpr int kSchemaVersion = 1;
 
-enum class RecordType : std::uint8_t { start, listen, state, close, stats, count_ };
+enum class RecordType : std::uint8_t {
+    start,
+    listen,
+    state,
+    close,
+    stats,
+    scan,
+    scan_progress,
+    scan_end,
+    distributed_scan,
+    syn_flood,
+    syn_flood_end,
+    local_scan,
+    count_
+};
 std::string_view record_type_name(RecordType t);
 
 struct StartInfo {
@@ -27,6 +42,7 @@ struct StartInfo {
     std::string kernel;
     std::uint32_t pid = 0;
     std::vector<HookStatus> hooks;
+    std::vector<MapMemory> memory;
     const Config* config = nullptr;
 };
 
@@ -38,6 +54,10 @@ struct StatsInfo {
     std::uint64_t filtered = 0;
     std::uint64_t lost_decode = 0;
     std::uint64_t lost_output = 0;
+    std::uint64_t sources_live = 0;     // entries in the kernel source table now
+    std::uint64_t sources_evicted = 0;  // created - live - removed: LRU evictions
+    std::uint64_t scans_active = 0;
+    std::uint64_t syn_floods_active = 0;
 };
 
 // "inventory", "open" or "close" for listen records.
@@ -53,6 +73,10 @@ public:
     virtual void state(std::string& out, const ConnEvent& e) = 0;
     virtual void close(std::string& out, const ConnEvent& e) = 0;
     virtual void stats(std::string& out, std::int64_t unix_ns, const StatsInfo& s) = 0;
+    virtual void scan(std::string& out, const ScanReport& r, std::int64_t unix_ns) = 0;
+    virtual void distributed_scan(std::string& out, const DistributedScanReport& r, std::int64_t unix_ns) = 0;
+    virtual void syn_flood(std::string& out, const SynFloodReport& r, std::int64_t unix_ns) = 0;
+    virtual void local_scan(std::string& out, const LocalScanReport& r, std::int64_t unix_ns) = 0;
 
 protected:
     const BootClock& clock_;
