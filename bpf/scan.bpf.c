@@ -21,8 +21,14 @@
  */
 #include "vmlinux.h"
 #include "common.bpf.h"
-#include "sock.bpf.h"
 #include "scan.bpf.h"
+
+/* kprobe variants share these helpers: probe reads throughout. */
+#define ST_SFX probe
+#define ST_R ST_READ_PROBE
+#define ST_RCOPY ST_RCOPY_PROBE
+#define ST_TCP_SOCK ST_TCP_SOCK_PROBE
+#include "sock.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -104,10 +110,10 @@ static __always_inline __u32 st_skb_netns(const struct sk_buff *skb, const struc
 	struct sock *sk;
 
 	if (rx_sk)
-		return st_sock_netns(rx_sk);
+		return st_sock_netns_probe(rx_sk);
 	sk = BPF_CORE_READ(skb, sk);
 	if (sk)
-		return st_sock_netns(sk);
+		return st_sock_netns_probe(sk);
 	dev = BPF_CORE_READ(skb, dev);
 	return dev ? BPF_CORE_READ(dev, nd_net.net, ns.inum) : 0;
 }
@@ -149,7 +155,7 @@ static __always_inline int st_on_reset(const struct sock *sk, const struct sk_bu
 		if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_LISTEN)
 			return 0;
 		outcome = ST_OUT_RESET;
-		netns = st_sock_netns(sk);
+		netns = st_sock_netns_probe(sk);
 	}
 	st_probe_from_pkt(&pk, netns, st_technique(pk.flags, pk.doff), outcome, true, &p);
 	st_record_probe(&p, bpf_ktime_get_boot_ns());
@@ -214,7 +220,7 @@ static __always_inline int st_on_conn_request(const struct sock *sk, const struc
 
 	if (!skb || !st_parse_skb(skb, &pk) || pk.proto != IPPROTO_TCP)
 		return 0;
-	netns = st_sock_netns(sk);
+	netns = st_sock_netns_probe(sk);
 	st_count_syn(netns, pk.dport);
 	/* A SYN to an open port from an OS stack (a client, or a connect()
 	 * scan) only adds to a source already probing: every legitimate client
@@ -368,8 +374,8 @@ SEC("tp_btf/tcp_retransmit_synack")
 int BPF_PROG(st_synack_btf, const struct sock *sk, const struct request_sock *req)
 {
 	struct st_listener_key k = {
-		.netns = st_sock_netns(sk),
-		.port = st_sock_lport(sk),
+		.netns = st_sock_netns_probe(sk),
+		.port = st_sock_lport_probe(sk),
 		.proto = ST_PROTO_TCP,
 	};
 	struct st_syn_val *v = bpf_map_lookup_elem(&st_syn, &k);

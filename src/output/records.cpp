@@ -1,5 +1,6 @@
 #include "output/records.h"
 
+#include <charconv>
 #include <cinttypes>
 #include <cstdio>
 
@@ -56,10 +57,10 @@ std::string_view listen_kind_name(ListenKind k) {
     return "unknown";
 }
 
-std::string hex_id(std::uint64_t v) {
-    char buf[20];
-    std::snprintf(buf, sizeof(buf), "%" PRIx64, v);
-    return buf;
+// An address as a JSON value, formatted on the stack.
+void addr_value(JsonWriter& w, const IpAddr& a) {
+    char buf[IpAddr::kMaxText];
+    w.str(std::string_view(buf, a.format(buf)));
 }
 
 // ---------------------------------------------------------------- JSON ---
@@ -121,7 +122,7 @@ public:
         JsonWriter w(out);
         head(w, "state", clock_.to_unix_ns(e.ts_ns));
         conn_fields(w, e);
-        w.field("old", tcp_state_name(e.oldstate)).field("new", tcp_state_name(e.newstate));
+        w.field("old", tcp_state_view(e.oldstate, scratch_)).field("new", tcp_state_view(e.newstate, scratch2_));
         end(w, out);
     }
 
@@ -136,7 +137,7 @@ public:
             w.null();
         w.field("bytes_sent", e.bytes_acked).field("bytes_received", e.bytes_received);
         w.field("retransmits", e.total_retrans).field("rtt_us", e.srtt_us);
-        w.field("last_state", tcp_state_name(e.oldstate));
+        w.field("last_state", tcp_state_view(e.oldstate, scratch_));
         end(w, out);
     }
 
@@ -277,12 +278,17 @@ private:
 
     void conn_fields(JsonWriter& w, const ConnEvent& e) {
         w.field("netns", e.netns).field("family", family_name(e.ep.raddr));
-        w.field("laddr", e.ep.laddr.to_string()).field("lport", e.ep.lport);
-        w.field("raddr", e.ep.raddr.to_string()).field("rport", e.ep.rport);
+        w.key("laddr");
+        addr_value(w, e.ep.laddr);
+        w.field("lport", e.ep.lport).key("raddr");
+        addr_value(w, e.ep.raddr);
+        w.field("rport", e.ep.rport);
         w.field("direction", direction_name(e.direction));
         w.field("peer_scope", scope_name(classify(e.ep.raddr)));
         process(w, e.owner);
-        w.field("sock", hex_id(e.sk_id));
+        char id[17];
+        auto res = std::to_chars(id, id + sizeof(id), e.sk_id, 16);
+        w.field("sock", std::string_view(id, static_cast<std::size_t>(res.ptr - id)));
     }
 
     static void config(JsonWriter& w, const Config& c) {
@@ -302,6 +308,7 @@ private:
     }
 
     std::string ts_;
+    std::string scratch_, scratch2_;  // names of states a newer kernel added
 };
 
 // ---------------------------------------------------------------- text ---

@@ -23,6 +23,10 @@ struct IpAddr {
     static IpAddr v4(std::uint8_t a, std::uint8_t b, std::uint8_t c, std::uint8_t d);
 
     std::string to_string() const;  // inet_ntop form: "10.0.0.1", "fd00::1"
+    // The same text into buf (at least kMaxText bytes), no allocation; returns
+    // its length. The per-record path of the output uses this.
+    static constexpr std::size_t kMaxText = 46;
+    std::size_t format(char* buf) const;
     bool is_unspecified() const;    // 0.0.0.0 or ::
     bool operator==(const IpAddr&) const = default;
 };

@@ -34,6 +34,12 @@ std::string tcp_state_name(unsigned state) {
     return std::to_string(state);
 }
 
+std::string_view tcp_state_view(unsigned state, std::string& scratch) {
+    if (state > 0 && state < std::size(kNames)) return kNames[state];
+    scratch = std::to_string(state);
+    return scratch;
+}
+
 std::optional<unsigned> parse_tcp_state(std::string_view name) {
     if (name.empty())
         return std::nullopt;

@@ -12,6 +12,9 @@ namespace scantrace {
 // 6 TIME_WAIT, 7 CLOSE, 8 CLOSE_WAIT, 9 LAST_ACK, 10 LISTEN, 11 CLOSING,
 // 12 NEW_SYN_RECV, 13 BOUND_INACTIVE; anything else -> decimal string.
 std::string tcp_state_name(unsigned state);
+// The same without allocating for known states; an unknown one is written
+// into scratch and the view points there.
+std::string_view tcp_state_view(unsigned state, std::string& scratch);
 // Case-insensitive inverse; also accepts a decimal number. nullopt on error.
 std::optional<unsigned> parse_tcp_state(std::string_view name);
 
