@@ -4,6 +4,8 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <linux/bpf.h>
 #include <unistd.h>
 
@@ -156,20 +158,38 @@ std::string libbpf_last_error() {
     return nl == std::string::npos ? s : s.substr(nl + 1);
 }
 
+// Where scantrace mounts the cgroup v2 hierarchy itself when nobody did
+// (cgroup v1-only systems still have it): every process is in its root.
+constexpr const char* kOwnCgroup2 = "/run/scantrace/cgroup2";
+
 struct Loader::Impl {
     conn_bpf* conn = nullptr;
     scan_bpf* scan = nullptr;
     std::vector<bpf_link*> links;
     KernelFeatures features;
     int cgroup_fd = -1;
+    bool mounted_cgroup2 = false;
     ~Impl() {
         for (auto* l : links) bpf_link__destroy(l);
         scan_bpf__destroy(scan);
         conn_bpf__destroy(conn);
         btf__free(features.vmlinux);
         if (cgroup_fd >= 0) close(cgroup_fd);
+        if (mounted_cgroup2) umount2(kOwnCgroup2, MNT_DETACH);
     }
 };
+
+namespace {
+
+std::optional<std::string> mount_own_cgroup2(bool& mounted) {
+    mkdir("/run/scantrace", 0700);
+    mkdir(kOwnCgroup2, 0700);
+    if (mount("none", kOwnCgroup2, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) return std::nullopt;
+    mounted = true;
+    return std::string(kOwnCgroup2);
+}
+
+}  // namespace
 
 Loader::~Loader() = default;
 
@@ -229,6 +249,8 @@ std::variant<std::unique_ptr<Loader>, LoadError> Loader::start(const Config& cfg
     if (!kf.vmlinux)
         return LoadError{4, "scantrace: cannot parse kernel BTF at /sys/kernel/btf/vmlinux: " + errstr(errno)};
     kf.cgroup2 = find_mount("cgroup2");
+    const bool want_sockops = cfg.hook_families.empty() || cfg.hook_families.count("sock_ops");
+    if (!kf.cgroup2 && want_sockops) kf.cgroup2 = mount_own_cgroup2(im.mounted_cgroup2);
 
     im.conn = conn_bpf__open();
     im.scan = scan_bpf__open();
@@ -253,7 +275,7 @@ std::variant<std::unique_ptr<Loader>, LoadError> Loader::start(const Config& cfg
     auto* c = im.conn;
     auto* s = im.scan;
     auto cgroup_ok = [&kf]() -> std::string {
-        return kf.cgroup2 ? "" : "no cgroup v2 hierarchy mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)";
+        return kf.cgroup2 ? "" : "no cgroup v2 hierarchy mounted, and mounting one failed";
     };
 
     std::vector<Hook> conn_table = {
