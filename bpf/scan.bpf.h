@@ -127,13 +127,15 @@ static __always_inline bool st_portset_insert(struct st_src_val *v, __u16 port)
 	__u32 i;
 
 	*word |= bit;
-	if ((q & ((1u << ST_BM_B_SHIFT) - 1)) == 0) {
-		__u32 ib = q >> ST_BM_B_SHIFT;
+	if (st_port_sampled(port)) {
+		__u32 ib = port >> ST_BM_B_SHIFT;
 
 		v->bm_b[(ib >> 6) & 15] |= 1ULL << (ib & 63);
 	}
 	if (maybe_seen) {
-		if (v->n_exact >= ST_PORTS_EXACT)
+		/* Past 64 ports only the first unknown one is searched for:
+		 * it decides whether the count is still exact. */
+		if (v->n_exact >= ST_PORTS_EXACT && (v->alerted & ST_SRC_OVERFLOW))
 			return false; /* beyond exactness: assume seen */
 		for (i = 0; i < ST_PORTS_EXACT; i++) {
 			if (i >= v->n_exact)
@@ -145,6 +147,8 @@ static __always_inline bool st_portset_insert(struct st_src_val *v, __u16 port)
 	if (v->n_exact < ST_PORTS_EXACT) {
 		v->ports[v->n_exact & (ST_PORTS_EXACT - 1)] = port;
 		v->n_exact++;
+	} else {
+		v->alerted |= ST_SRC_OVERFLOW;
 	}
 	return true;
 }
@@ -176,21 +180,30 @@ static __always_inline void st_src_key_of(const struct st_probe *p, struct st_sr
 	}
 }
 
-static __always_inline bool st_ignored(const struct st_src_key *k)
+/* --ignore is matched against the prober's own address, not the (possibly
+ * /64-grouped) aggregation key. */
+static __always_inline bool st_ignored(const struct st_probe *p)
 {
 	struct st_lpm_key lk = {};
 
 	if (!cfg_have_ignores)
 		return false;
-	if (k->family == ST_AF_INET) {
-		lk.prefixlen = 128;
+	lk.prefixlen = 128;
+	if (p->family == ST_AF_INET) {
 		lk.addr[10] = lk.addr[11] = 0xff;
-		__builtin_memcpy(lk.addr + 12, k->addr, 4);
+		__builtin_memcpy(lk.addr + 12, p->saddr, 4);
 	} else {
-		lk.prefixlen = 128;
-		__builtin_memcpy(lk.addr, k->addr, 16);
+		__builtin_memcpy(lk.addr, p->saddr, 16); /* v4-mapped is already ::ffff:a.b.c.d */
 	}
 	return bpf_map_lookup_elem(&st_ignore, &lk) != NULL;
+}
+
+/* Time differences between CPUs: a probe handled on one CPU may carry a
+ * slightly earlier timestamp than what another CPU already stored. Signed,
+ * so "earlier" is a small negative age, never a huge unsigned one. */
+static __always_inline __s64 st_age(__u64 now, __u64 then)
+{
+	return (__s64)(now - then);
 }
 
 static __always_inline void st_emit_scan_alert(const struct st_src_key *k, __u32 rule, __u32 distinct,
@@ -226,7 +239,7 @@ static __always_inline void st_dist_note(const struct st_src_key *k, bool new_so
 		if (!d)
 			return;
 	}
-	if (now - d->window_start_ns > cfg_dist_window_ns) {
+	if (st_age(now, d->window_start_ns) > (__s64)cfg_dist_window_ns) {
 		d->window_start_ns = now;
 		d->new_sources = 0;
 		d->ports_seen = 0;
@@ -275,7 +288,7 @@ static __noinline void st_record_probe(const struct st_probe *p, __u64 now)
 	__u32 zero = 0, age_ms;
 
 	st_src_key_of(p, &k);
-	if (st_ignored(&k)) {
+	if (st_ignored(p)) {
 		st_count(ST_CNT_IGNORED);
 		return;
 	}
@@ -299,7 +312,8 @@ static __noinline void st_record_probe(const struct st_probe *p, __u64 now)
 			st_count(ST_CNT_SRC_MAP_FULL);
 			return;
 		}
-	} else if (now - v->last_ns > cfg_slow_window_ns || now - v->first_ns > ST_EPISODE_MAX_NS) {
+	} else if (st_age(now, v->last_ns) > (__s64)cfg_slow_window_ns ||
+		   st_age(now, v->first_ns) > (__s64)ST_EPISODE_MAX_NS) {
 		/* Idle for a whole slow window (or older than the window offsets
 		 * can express): a new episode. */
 		const struct st_src_val *z = bpf_map_lookup_elem(&st_zero, &zero);
@@ -315,7 +329,8 @@ static __noinline void st_record_probe(const struct st_probe *p, __u64 now)
 		__builtin_memcpy(v->dst_addr, p->daddr, 16);
 	}
 
-	v->last_ns = now;
+	if (st_age(now, v->last_ns) > 0)
+		v->last_ns = now;
 	v->probes++;
 	if (p->technique < ST_TECH_MAX && v->tech_count[p->technique] < 0xffff)
 		v->tech_count[p->technique]++;
@@ -338,13 +353,13 @@ static __noinline void st_record_probe(const struct st_probe *p, __u64 now)
 
 	is_new = st_portset_insert(v, p->dport);
 
-	age_ms = (now - v->first_ns) / 1000000;
-	if ((age_ms - v->fast_start_ms) * 1000000ULL > cfg_fast_window_ns) {
+	age_ms = st_age(now, v->first_ns) > 0 ? (now - v->first_ns) / 1000000 : 0;
+	if (age_ms > v->fast_start_ms && (age_ms - v->fast_start_ms) * 1000000ULL > cfg_fast_window_ns) {
 		v->fast_start_ms = age_ms;
 		v->fast_new = 0;
 		v->alerted &= ~ST_RULE_FAST;
 	}
-	if ((age_ms - v->slow_start_ms) * 1000000ULL > cfg_slow_window_ns) {
+	if (age_ms > v->slow_start_ms && (age_ms - v->slow_start_ms) * 1000000ULL > cfg_slow_window_ns) {
 		v->slow_start_ms = age_ms;
 		v->slow_new = 0;
 		v->alerted &= ~ST_RULE_SLOW;

@@ -191,6 +191,9 @@ ST_STATIC_ASSERT(sizeof(struct st_src_key) == 24, "st_src_key layout");
 /* st_src_val.alerted bits: a rule fired in its current window. */
 #define ST_RULE_FAST 1u
 #define ST_RULE_SLOW 2u
+/* ... and, in the same byte: a port beyond the first 64 was seen, so the
+ * count is no longer exact even if ports[] holds exactly 64. */
+#define ST_SRC_OVERFLOW 0x80u
 
 #define ST_OPEN_PORTS 8
 
@@ -223,7 +226,7 @@ struct st_scan_alert {
 	struct st_hdr hdr;
 	struct st_src_key key;
 	__u32 rule; /* ST_RULE_FAST or ST_RULE_SLOW */
-	__u32 distinct; /* exact distinct ports at the crossing */
+	__u32 distinct; /* distinct ports at the crossing (ports[] count, at most 64) */
 	__u16 dport;    /* the probe that crossed */
 	__u8 technique;
 	__u8 _pad[5];

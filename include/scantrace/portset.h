@@ -8,8 +8,10 @@
  *   bm_a       4096 bits; bit (perm(port) >> 4): each bit stands for exactly
  *              16 ports because perm is a bijection on 16 bits, so linear
  *              counting has a finite-population form that is exact at 65,536;
- *   bm_b       1024 bits; an exact 1-in-64 sample: ports with
- *              (perm(port) & 63) == 0, bit perm(port) >> 6.
+ *   bm_b       1024 bits; an exact, stratified 1-in-64 sample: exactly one
+ *              port of every block of 64 consecutive ports (offset
+ *              st_sample_offset(block)), bit = block. Stratified so that a
+ *              consecutive range holds its fair share of sample ports.
  * bm_a is accurate for small and medium counts, bm_b for large ones;
  * userspace combines the two (see src/detect/portset_estimate.cpp).
  */
@@ -39,6 +41,22 @@ static inline __u16 st_port_perm(__u16 port)
 	x = (x * 0x2C8Bu) & 0xFFFFu;
 	x ^= x >> 5;
 	return (__u16)x;
+}
+
+/* The sampled offset inside block b (0..1023): scattered so that port
+ * patterns aligned to powers of two do not line up with the sample. */
+static inline __u16 st_sample_offset(__u16 block)
+{
+	__u32 x = (__u32)block * 0x2F5u;
+
+	x ^= x >> 6;
+	return (__u16)((x * 0x1Bu) & 63u);
+}
+
+/* Whether port belongs to the bm_b sample. */
+static inline int st_port_sampled(__u16 port)
+{
+	return (port & 63u) == st_sample_offset(port >> 6);
 }
 
 #endif /* SCANTRACE_PORTSET_H */

@@ -1,5 +1,6 @@
 #include "detect/local_scan.h"
 
+#include <algorithm>
 #include <tuple>
 
 namespace scantrace {
@@ -15,8 +16,11 @@ std::optional<LocalScanReport> LocalScanTracker::feed(const ConnEvent& e) {
     // A refused outbound connect: SYN_SENT -> CLOSE, owner known.
     if (e.oldstate != kSynSent || e.newstate != kClose || e.direction != ST_DIR_OUTBOUND || !e.owner) return std::nullopt;
     Window& w = by_process_[{e.netns, e.owner->pid}];
-    if (w.start_ns == 0 || e.ts_ns - w.start_ns > window_ns_) w = Window{e.ts_ns};
-    w.last_ns = e.ts_ns;
+    // Records from different CPUs may arrive slightly out of order: one a
+    // little older than the window's start still belongs to it.
+    const auto age = static_cast<double>(static_cast<std::int64_t>(e.ts_ns - w.start_ns));
+    if (w.start_ns == 0 || age > window_ns_) w = Window{e.ts_ns};
+    w.last_ns = std::max(w.last_ns, e.ts_ns);
     if (w.targets.size() < kMaxTargetsKept) w.targets.emplace(e.ep.raddr, e.ep.rport);
     if (w.reported || w.targets.size() < threshold_) return std::nullopt;
     w.reported = true;
@@ -40,7 +44,8 @@ std::optional<LocalScanReport> LocalScanTracker::feed(const ConnEvent& e) {
 
 void LocalScanTracker::expire(std::uint64_t now_ns) {
     for (auto it = by_process_.begin(); it != by_process_.end();)
-        it = now_ns - it->second.last_ns > window_ns_ ? by_process_.erase(it) : std::next(it);
+        it = now_ns > it->second.last_ns && now_ns - it->second.last_ns > window_ns_ ? by_process_.erase(it)
+                                                                                     : std::next(it);
 }
 
 }  // namespace scantrace

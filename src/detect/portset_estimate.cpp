@@ -52,9 +52,10 @@ double estimate_from_bitmaps(const __u64 (&bm_a)[64], const __u64 (&bm_b)[16]) {
 }
 
 PortCount estimate_ports(const st_src_val& v) {
-    if (v.n_exact < ST_PORTS_EXACT) return {v.n_exact, true};
+    if (v.n_exact < ST_PORTS_EXACT || !(v.alerted & ST_SRC_OVERFLOW)) return {v.n_exact, true};
     double est = estimate_from_bitmaps(v.bm_a, v.bm_b);
-    auto n = static_cast<std::uint64_t>(std::llround(std::clamp(est, double{ST_PORTS_EXACT}, kUniverse)));
+    // More than 64 distinct ports were seen: never report fewer than 65.
+    auto n = static_cast<std::uint64_t>(std::llround(std::clamp(est, double{ST_PORTS_EXACT + 1}, kUniverse)));
     return {n, false};
 }
 
@@ -70,16 +71,19 @@ bool portset_insert(st_src_val& v, std::uint16_t port) {
     auto& word = v.bm_a[(ia >> 6) & 63];
     const bool maybe_seen = word & bit;
     word |= bit;
-    if ((q & ((1u << ST_BM_B_SHIFT) - 1)) == 0) {
-        const unsigned ib = q >> ST_BM_B_SHIFT;
+    if (st_port_sampled(port)) {
+        const unsigned ib = port >> ST_BM_B_SHIFT;
         v.bm_b[(ib >> 6) & 15] |= 1ULL << (ib & 63);
     }
     if (maybe_seen) {
-        if (v.n_exact >= ST_PORTS_EXACT) return false;
+        if (v.n_exact >= ST_PORTS_EXACT && (v.alerted & ST_SRC_OVERFLOW)) return false;
         for (unsigned i = 0; i < v.n_exact; ++i)
             if (v.ports[i] == port) return false;
     }
-    if (v.n_exact < ST_PORTS_EXACT) v.ports[v.n_exact++] = port;
+    if (v.n_exact < ST_PORTS_EXACT)
+        v.ports[v.n_exact++] = port;
+    else
+        v.alerted |= ST_SRC_OVERFLOW;
     return true;
 }
 

@@ -10,7 +10,7 @@ namespace scantrace {
 
 struct PortCount {
     std::uint64_t value = 0;
-    bool exact = false;  // true while fewer than 64 distinct ports were seen
+    bool exact = false;  // true while at most 64 distinct ports were seen
 };
 
 // Exact up to 64 ports; beyond, the inverse-variance combination of the

@@ -65,8 +65,10 @@ std::optional<ScanReport> ScanTracker::on_alert(const st_src_key& key, std::uint
     // Already reported: a new window crossed again. Progress, rate-limited.
     it->second.last = *v;
     it->second.rule = rule_name;
-    if (now_ns - it->second.last_report_ns < static_cast<std::uint64_t>(policy_.progress_interval_s * 1e9))
-        return std::nullopt;
+    // now_ns may be slightly older than the last report (alerts carry the
+    // kernel's time, ticks userspace's): that is "too soon", not a wrap.
+    const auto since = static_cast<std::int64_t>(now_ns - it->second.last_report_ns);
+    if (since < static_cast<std::int64_t>(policy_.progress_interval_s * 1e9)) return std::nullopt;
     ScanReport r = make_scan_report(key, *v, ScanPhase::progress, policy_);
     r.rule = rule_name;
     it->second.last_report_ns = now_ns;
@@ -96,7 +98,7 @@ std::vector<ScanReport> ScanTracker::tick(std::uint64_t now_ns) {
             continue;
         }
         // Progress only while the scan still finds new ports.
-        if (now_ns - it->second.last_report_ns >= progress_ns) {
+        if (now_ns > it->second.last_report_ns && now_ns - it->second.last_report_ns >= progress_ns) {
             ScanReport r = make_scan_report(it->first, *v, ScanPhase::progress, policy_);
             if (r.ports > it->second.last_ports) {
                 r.rule = it->second.rule;
