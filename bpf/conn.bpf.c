@@ -62,25 +62,6 @@ static __always_inline __u8 st_first_direction(int oldstate, int newstate)
 	return ST_DIR_UNKNOWN;
 }
 
-/* A full handshake to an open port that ends at once with nothing received
- * is a connect() scan probe. It only adds to a source already probing. */
-#define ST_CONNECT_PROBE_MAX_NS (3ULL * 1000000000ULL)
-
-static __always_inline bool st_connect_probe_of(const struct st_conn_event *e, __u64 age_ns, struct st_probe *p)
-{
-	if (age_ns > ST_CONNECT_PROBE_MAX_NS || e->bytes_received != 0)
-		return false;
-	p->netns = e->netns;
-	p->family = e->tuple.family;
-	p->dport = e->tuple.lport;
-	__builtin_memcpy(p->saddr, e->tuple.raddr, 16);
-	__builtin_memcpy(p->daddr, e->tuple.laddr, 16);
-	p->technique = ST_TECH_CONNECT;
-	p->outcome = ST_OUT_OPEN;
-	p->create = false;
-	return true;
-}
-
 /* The handler, once with direct loads for the BTF-typed tracepoint and once
  * with probe reads for the raw tracepoint fallback. */
 #define ST_SFX btf

@@ -31,6 +31,7 @@ static __always_inline void ST_NAME(st_listen_open)(const struct sock *sk, __u16
 	struct st_listener_val *v, nv = {};
 
 	st_owner_from_current(&nv.owner);
+	ST_NAME(st_note_netns_cookie)(sk);
 	v = bpf_map_lookup_elem(&st_listeners, key);
 	if (v) {
 		/* v4 + v6 sockets or SO_REUSEPORT on one port: the newest owner wins. */
@@ -63,15 +64,77 @@ static __always_inline void ST_NAME(st_listen_close)(const struct sock *sk, __u1
 	ST_NAME(st_emit_listen)(sk, family, key->netns, ST_LISTEN_CLOSE, &owner, now);
 }
 
+/* A full handshake to an open port that ends at once with nothing received
+ * is a connect() scan probe. It only adds to a source already probing. */
+#ifndef ST_CONNECT_PROBE_MAX_NS
+#define ST_CONNECT_PROBE_MAX_NS (3ULL * 1000000000ULL)
+#endif
+
+static __always_inline bool ST_NAME(st_connect_probe_of)(const struct sock *sk, __u16 family, __u32 netns,
+							 __u64 age_ns, struct st_probe *p)
+{
+	struct tcp_sock *tp = ST_TCP_SOCK(sk);
+	struct st_tuple t;
+
+	if (age_ns > ST_CONNECT_PROBE_MAX_NS || !tp || ST_R(tp->bytes_received) != 0)
+		return false;
+	ST_NAME(st_sock_tuple)(sk, family, &t);
+	p->netns = netns;
+	p->family = family;
+	p->dport = t.lport;
+	__builtin_memcpy(p->saddr, t.raddr, 16);
+	__builtin_memcpy(p->daddr, t.laddr, 16);
+	p->technique = ST_TECH_CONNECT;
+	p->outcome = ST_OUT_OPEN;
+	p->create = false;
+	return true;
+}
+
+/* One state record; false if the ring buffer was full (counted). */
+static __always_inline bool ST_NAME(st_emit_conn)(const struct sock *sk, __u16 family, __u32 netns,
+						  const struct st_conn_val *c, __u64 id, int oldstate, int newstate,
+						  __u64 ts)
+{
+	struct st_conn_event *e;
+	__u32 flags = c->flags & ~ST_F_DEFERRED;
+
+	if (newstate == TCP_CLOSE)
+		flags |= ST_F_TCP_INFO;
+	e = st_reserve(sizeof(*e), ST_REC_CONN, flags, ts);
+	if (!e)
+		return false;
+	ST_NAME(st_sock_tuple)(sk, family, &e->tuple);
+	e->owner = c->owner;
+	e->sk_id = id;
+	e->start_ns = c->start_ns;
+	if (newstate == TCP_CLOSE) {
+		struct st_tcp_info ti;
+
+		ST_NAME(st_tcp_info)(sk, &ti);
+		e->bytes_acked = ti.bytes_acked;
+		e->bytes_received = ti.bytes_received;
+		e->total_retrans = ti.total_retrans;
+		e->srtt_us = ti.srtt_us;
+	} else {
+		e->bytes_acked = e->bytes_received = 0;
+		e->total_retrans = e->srtt_us = 0;
+	}
+	e->netns = netns;
+	e->oldstate = oldstate;
+	e->newstate = newstate;
+	e->direction = c->direction;
+	e->_pad = 0;
+	bpf_ringbuf_submit(e, 0);
+	return true;
+}
+
 static __always_inline void ST_NAME(st_conn_transition)(const struct sock *sk, __u16 family, __u32 netns, int oldstate,
 					       int newstate, __u64 now)
 {
 	__u64 id = (__u64)sk;
 	struct st_conn_val *cv, c = {};
-	struct st_conn_event *e;
 	struct st_probe p = {};
 	bool tracked, probe = false;
-	__u32 flags;
 
 	cv = bpf_map_lookup_elem(&st_conns, &id);
 	tracked = cv != NULL;
@@ -109,36 +172,24 @@ static __always_inline void ST_NAME(st_conn_transition)(const struct sock *sk, _
 		}
 	}
 
-	flags = c.flags;
-	if (newstate == TCP_CLOSE)
-		flags |= ST_F_TCP_INFO;
-	e = st_reserve(sizeof(*e), ST_REC_CONN, flags, now);
-	if (e) {
-		ST_NAME(st_sock_tuple)(sk, family, &e->tuple);
-		e->owner = c.owner;
-		e->sk_id = id;
-		e->start_ns = c.start_ns;
-		if (newstate == TCP_CLOSE) {
-			struct st_tcp_info ti;
-
-			ST_NAME(st_tcp_info)(sk, &ti);
-			e->bytes_acked = ti.bytes_acked;
-			e->bytes_received = ti.bytes_received;
-			e->total_retrans = ti.total_retrans;
-			e->srtt_us = ti.srtt_us;
-		} else {
-			e->bytes_acked = e->bytes_received = 0;
-			e->total_retrans = e->srtt_us = 0;
-		}
-		e->netns = netns;
-		e->oldstate = oldstate;
-		e->newstate = newstate;
-		e->direction = c.direction;
-		e->_pad = 0;
-		if (newstate == TCP_CLOSE && c.direction == ST_DIR_INBOUND && (c.flags & ST_F_START_KNOWN))
-			probe = st_connect_probe_of(e, now - c.start_ns, &p);
-		bpf_ringbuf_submit(e, 0);
+	/* Some kernels (6.1) set SYN_RECV on a new child before copying the
+	 * peer's address into it: report that transition with the next one,
+	 * when the tuple is complete, under its own time. */
+	if (!tracked && oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV && !ST_R(sk->__sk_common.skc_dport)) {
+		c.flags |= ST_F_DEFERRED;
+		if (bpf_map_update_elem(&st_conns, &id, &c, BPF_ANY))
+			st_count(ST_CNT_CONN_MAP_FULL);
+		return;
 	}
+	if (c.flags & ST_F_DEFERRED) {
+		c.flags &= ~ST_F_DEFERRED;
+		ST_NAME(st_emit_conn)(sk, family, netns, &c, id, TCP_LISTEN, TCP_SYN_RECV, c.start_ns);
+		if (newstate != TCP_CLOSE)
+			bpf_map_update_elem(&st_conns, &id, &c, BPF_EXIST);
+	}
+	ST_NAME(st_emit_conn)(sk, family, netns, &c, id, oldstate, newstate, now);
+	if (newstate == TCP_CLOSE && c.direction == ST_DIR_INBOUND && (c.flags & ST_F_START_KNOWN))
+		probe = ST_NAME(st_connect_probe_of)(sk, family, netns, now - c.start_ns, &p);
 	if (newstate == TCP_CLOSE && tracked)
 		bpf_map_delete_elem(&st_conns, &id);
 	if (probe)

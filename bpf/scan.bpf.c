@@ -115,6 +115,14 @@ static __always_inline __u32 st_skb_netns(const struct sk_buff *skb, const struc
 	if (sk)
 		return st_sock_netns_probe(sk);
 	dev = BPF_CORE_READ(skb, dev);
+	if (!dev) {
+		/* The input route still names the device (low bit: noref flag). */
+		unsigned long refdst = BPF_CORE_READ(skb, _skb_refdst);
+		struct dst_entry *dst = (struct dst_entry *)(refdst & ~1UL);
+
+		if (dst)
+			dev = BPF_CORE_READ(dst, dev);
+	}
 	return dev ? BPF_CORE_READ(dev, nd_net.net, ns.inum) : 0;
 }
 
@@ -257,34 +265,31 @@ int BPF_KPROBE(st_syn6_kprobe, struct sock *sk, struct sk_buff *skb)
 
 /* Fallback where neither fentry nor kprobes work: the request socket that a
  * SYN to a listener creates passes BPF_SOCK_OPS_TIMEOUT_INIT. Attached with
- * BPF_F_ALLOW_MULTI to the cgroup v2 root; it returns 1 and leaves reply
- * alone, so other sock_ops programs and the kernel's defaults are untouched.
+ * BPF_F_ALLOW_MULTI semantics to the cgroup v2 root; it returns 1 and leaves
+ * reply alone, so other sock_ops programs and the kernel's defaults are
+ * untouched.
+ *
+ * For request sockets skops->sk is NULL (only full sockets are exposed):
+ * addresses and ports come from the context, the namespace from its cookie.
+ * The SYN's options are out of reach here, so an OS stack's SYN cannot be
+ * told from a raw scanner's: these only add to sources already probing.
  * SYN cookies bypass request sockets: floods are measured with the kernel's
  * own counters in userspace. */
 SEC("sockops")
 int st_sockops(struct bpf_sock_ops *skops)
 {
-	struct tcp_request_sock *treq;
-	struct inet_request_sock *ireq;
 	struct st_probe p = {};
-	struct bpf_sock *sk;
-	__u32 netns;
+	__u64 cookie;
+	__u32 *inum;
 
 	if (skops->op != BPF_SOCK_OPS_TIMEOUT_INIT)
 		return 1;
-	sk = skops->sk;
-	if (!sk)
-		return 1;
-	treq = bpf_skc_to_tcp_request_sock(sk);
-	if (!treq)
-		return 1;
-	ireq = &treq->req;
-	netns = ireq->req.__req_common.skc_net.net->ns.inum;
-	st_count_syn(netns, (__u16)skops->local_port);
-
-	p.netns = netns;
+	cookie = bpf_get_netns_cookie(skops);
+	inum = bpf_map_lookup_elem(&st_netns_cookie, &cookie);
+	p.netns = inum ? *inum : 0;
 	p.family = skops->family;
 	p.dport = (__u16)skops->local_port;
+	st_count_syn(p.netns, p.dport);
 	/* ctx fields must be read at their own offsets (the verifier rejects a
 	 * load through an adjusted ctx pointer), hence one load per word. */
 	if (p.family == ST_AF_INET) {
@@ -293,7 +298,7 @@ int st_sockops(struct bpf_sock_ops *skops)
 
 		__builtin_memcpy(p.saddr, &r, 4);
 		__builtin_memcpy(p.daddr, &l, 4);
-	} else {
+	} else if (p.family == ST_AF_INET6) {
 		__u32 w;
 
 		w = skops->remote_ip6[0]; barrier_var(w); __builtin_memcpy(p.saddr, &w, 4);
@@ -304,14 +309,12 @@ int st_sockops(struct bpf_sock_ops *skops)
 		w = skops->local_ip6[1]; barrier_var(w); __builtin_memcpy(p.daddr + 4, &w, 4);
 		w = skops->local_ip6[2]; barrier_var(w); __builtin_memcpy(p.daddr + 8, &w, 4);
 		w = skops->local_ip6[3]; barrier_var(w); __builtin_memcpy(p.daddr + 12, &w, 4);
+	} else {
+		return 1;
 	}
-	/* The SYN itself is gone; its options live on in the request: an OS
-	 * stack asks for timestamps or SACK, raw scanners send MSS only. */
-	p.technique = (BPF_CORE_READ_BITFIELD(ireq, tstamp_ok) || BPF_CORE_READ_BITFIELD(ireq, sack_ok))
-			      ? ST_TECH_CONNECT
-			      : ST_TECH_SYN;
+	p.technique = ST_TECH_UNKNOWN;
 	p.outcome = ST_OUT_OPEN;
-	p.create = p.technique == ST_TECH_SYN;
+	p.create = false;
 	st_record_probe(&p, bpf_ktime_get_boot_ns());
 	return 1;
 }

@@ -34,6 +34,22 @@ struct {
 	__type(value, struct st_src_val);
 } st_sources SEC(".maps");
 
+/* Open-port probes of sources that have no entry yet (see st_pending_val). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 2048);
+	__type(key, struct st_src_key);
+	__type(value, struct st_pending_val);
+} st_pending SEC(".maps");
+
+/* A zeroed st_dist_val, for the same reason. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct st_dist_val);
+} st_dist_zero SEC(".maps");
+
 /* A zeroed value to create entries from: st_src_val does not fit the
  * 512-byte BPF stack. Never written. */
 struct {
@@ -56,6 +72,18 @@ struct {
 	__type(key, struct st_listener_key);
 	__type(value, struct st_syn_val);
 } st_syn SEC(".maps");
+
+/* Network namespace cookie -> inode. sock_ops programs see request sockets
+ * only through their context (skops->sk is NULL for them), which offers the
+ * namespace's cookie, while every record names namespaces by inode. Filled
+ * by the kernel when a socket starts listening and by userspace at start for
+ * namespaces that already had listeners. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u32);
+} st_netns_cookie SEC(".maps");
 
 /* --ignore prefixes; IPv4 as ::ffff:a.b.c.d with prefix + 96. */
 struct st_lpm_key {
@@ -232,12 +260,17 @@ static __always_inline void st_dist_note(const struct st_src_key *k, bool new_so
 
 	d = bpf_map_lookup_elem(&st_dist, &k->netns);
 	if (!d) {
-		struct st_dist_val nd = { .window_start_ns = now };
+		/* From a zeroed map value: 344 bytes on the stack would push the
+		 * probe path past the 512-byte limit of the whole call chain. */
+		__u32 zero = 0;
+		const struct st_dist_val *z = bpf_map_lookup_elem(&st_dist_zero, &zero);
 
-		bpf_map_update_elem(&st_dist, &k->netns, &nd, BPF_NOEXIST);
+		if (!z || bpf_map_update_elem(&st_dist, &k->netns, z, BPF_NOEXIST))
+			return;
 		d = bpf_map_lookup_elem(&st_dist, &k->netns);
 		if (!d)
 			return;
+		d->window_start_ns = now;
 	}
 	if (st_age(now, d->window_start_ns) > (__s64)cfg_dist_window_ns) {
 		d->window_start_ns = now;
@@ -276,6 +309,75 @@ static __always_inline void st_dist_note(const struct st_src_key *k, bool new_so
 }
 
 /* Account one probe to its source and apply the rules. */
+static __always_inline void st_add_open_port(struct st_src_val *v, __u16 port)
+{
+	__u32 i;
+	bool known = false;
+
+	for (i = 0; i < ST_OPEN_PORTS; i++) {
+		if (i >= v->n_open)
+			break;
+		if (v->open_ports[i] == port)
+			known = true;
+	}
+	if (!known && v->n_open < ST_OPEN_PORTS) {
+		v->open_ports[v->n_open & (ST_OPEN_PORTS - 1)] = port;
+		v->n_open++;
+	}
+}
+
+static __always_inline void st_pending_note(const struct st_src_key *k, __u16 port, __u64 now)
+{
+	struct st_pending_val *pv = bpf_map_lookup_elem(&st_pending, k);
+	__u32 i;
+
+	if (!pv) {
+		struct st_pending_val nv = { .first_ns = now, .n = 1 };
+
+		nv.ports[0] = port;
+		bpf_map_update_elem(&st_pending, k, &nv, BPF_ANY);
+		return;
+	}
+	if (st_age(now, pv->first_ns) > (__s64)cfg_fast_window_ns) {
+		pv->first_ns = now;
+		pv->n = 0;
+	}
+	for (i = 0; i < ST_PENDING_PORTS; i++) {
+		if (i >= pv->n)
+			break;
+		if (pv->ports[i] == port)
+			return;
+	}
+	if (pv->n < ST_PENDING_PORTS) {
+		pv->ports[pv->n & (ST_PENDING_PORTS - 1)] = port;
+		pv->n++;
+	}
+}
+
+/* A source just started probing: count the open ports it reached first. */
+static __always_inline void st_pending_merge(const struct st_src_key *k, struct st_src_val *v, __u64 now)
+{
+	struct st_pending_val *pv = bpf_map_lookup_elem(&st_pending, k);
+	__u32 i;
+
+	if (!pv)
+		return;
+	if (st_age(now, pv->first_ns) <= (__s64)cfg_fast_window_ns) {
+		for (i = 0; i < ST_PENDING_PORTS; i++) {
+			if (i >= pv->n)
+				break;
+			v->probes++;
+			v->outcomes |= 1u << ST_OUT_OPEN;
+			st_add_open_port(v, pv->ports[i]);
+			if (st_portset_insert(v, pv->ports[i])) {
+				v->fast_new++;
+				v->slow_new++;
+			}
+		}
+	}
+	bpf_map_delete_elem(&st_pending, k);
+}
+
 /* Window starts are u32 milliseconds after first_ns: 49 days. */
 #define ST_EPISODE_MAX_NS (40ULL * 86400ULL * 1000000000ULL)
 
@@ -298,8 +400,11 @@ static __noinline void st_record_probe(const struct st_probe *p, __u64 now)
 	if (!v) {
 		const struct st_src_val *z;
 
-		if (!p->create)
+		if (!p->create) {
+			if (p->outcome == ST_OUT_OPEN)
+				st_pending_note(&k, p->dport, now);
 			return;
+		}
 		z = bpf_map_lookup_elem(&st_zero, &zero);
 		if (!z)
 			return;
@@ -327,6 +432,7 @@ static __noinline void st_record_probe(const struct st_probe *p, __u64 now)
 		v->first_ns = now;
 		v->dst_family = p->family;
 		__builtin_memcpy(v->dst_addr, p->daddr, 16);
+		st_pending_merge(&k, v, now);
 	}
 
 	if (st_age(now, v->last_ns) > 0)
@@ -335,21 +441,8 @@ static __noinline void st_record_probe(const struct st_probe *p, __u64 now)
 	if (p->technique < ST_TECH_MAX && v->tech_count[p->technique] < 0xffff)
 		v->tech_count[p->technique]++;
 	v->outcomes |= 1u << (p->outcome & 7);
-	if (p->outcome == ST_OUT_OPEN || p->outcome == ST_OUT_RESET || p->outcome == ST_OUT_DROPPED) {
-		__u32 i;
-		bool known = false;
-
-		for (i = 0; i < ST_OPEN_PORTS; i++) {
-			if (i >= v->n_open)
-				break;
-			if (v->open_ports[i] == p->dport)
-				known = true;
-		}
-		if (!known && v->n_open < ST_OPEN_PORTS) {
-			v->open_ports[v->n_open & (ST_OPEN_PORTS - 1)] = p->dport;
-			v->n_open++;
-		}
-	}
+	if (p->outcome == ST_OUT_OPEN || p->outcome == ST_OUT_RESET || p->outcome == ST_OUT_DROPPED)
+		st_add_open_port(v, p->dport);
 
 	is_new = st_portset_insert(v, p->dport);
 

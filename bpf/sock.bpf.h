@@ -67,6 +67,17 @@ static __always_inline __u32 ST_NAME(st_sock_netns)(const struct sock *sk)
 	return ST_R(net->ns.inum);
 }
 
+/* Remember the cookie -> inode pair of the socket's namespace (see
+ * st_netns_cookie). The net_cookie field is a u64 since Linux 5.12. */
+static __always_inline void ST_NAME(st_note_netns_cookie)(const struct sock *sk)
+{
+	struct net *net = ST_R(sk->__sk_common.skc_net.net);
+	__u64 cookie = ST_R(net->net_cookie);
+	__u32 inum = ST_R(net->ns.inum);
+
+	bpf_map_update_elem(&st_netns_cookie, &cookie, &inum, BPF_ANY);
+}
+
 /* Local/remote addresses and ports as the socket holds them. */
 static __always_inline void ST_NAME(st_sock_tuple)(const struct sock *sk, __u16 family, struct st_tuple *t)
 {

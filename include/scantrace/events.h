@@ -48,6 +48,7 @@ enum st_hdr_flags {
 	ST_F_OWNER_KNOWN = 1u << 0, /* owner holds the owning process */
 	ST_F_START_KNOWN = 1u << 1, /* start_ns is the connection's first transition */
 	ST_F_TCP_INFO = 1u << 2,    /* bytes/retransmits/rtt were read from tcp_sock */
+	ST_F_DEFERRED = 1u << 3,    /* st_conn_val only: LISTEN->SYN_RECV still to be reported */
 };
 
 struct st_hdr {
@@ -168,6 +169,9 @@ enum st_technique {
 	ST_TECH_UDP = 7,
 	ST_TECH_OTHER = 8,
 	ST_TECH_MAX = 9,
+	/* A probe whose technique cannot be known (a SYN seen only through
+	 * its request socket): counts its port, not a technique. */
+	ST_TECH_UNKNOWN = 0xff,
 };
 
 /* Which port state the probe revealed. */
@@ -176,6 +180,17 @@ enum st_outcome {
 	ST_OUT_OPEN = 1,    /* reached a listener (SYN to a listening port) */
 	ST_OUT_DROPPED = 2, /* silently dropped by a listener (FIN/NULL/Xmas) */
 	ST_OUT_RESET = 3,   /* a listener answered with RST (ACK/Maimon) */
+};
+
+/* Open-port probes from a source not (yet) probing anything else, kept
+ * briefly so that a scan whose first probes hit open ports is counted whole
+ * once its first closed-port probe creates the source. */
+#define ST_PENDING_PORTS 4
+struct st_pending_val {
+	__u64 first_ns;
+	__u16 ports[ST_PENDING_PORTS];
+	__u32 n;
+	__u32 _pad;
 };
 
 /* A probe source: per network namespace and address (IPv6 optionally

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <cstdio>
 #include <map>
+#include <set>
 
 #include "detect/local_scan.h"
 #include "detect/scan_tracker.h"
@@ -237,6 +238,15 @@ private:
         for (const auto& [k, v] : owners) {
             st_listener_key key{k.first, k.second, ST_PROTO_TCP, 0};
             if (!loader_.seed_listener(key, v)) ++seed_failures_;
+        }
+        // Namespaces with listeners already: tell the sock_ops path their
+        // cookies (new listeners teach the kernel themselves).
+        std::set<std::uint32_t> seen;
+        for (const auto& [k, v] : owners) {
+            if (!seen.insert(k.first).second) continue;
+            auto pid = pid_in_netns(k.first);
+            if (!pid) continue;
+            if (auto cookie = netns_cookie_of(*pid)) loader_.seed_netns_cookie(*cookie, k.first);
         }
     }
 

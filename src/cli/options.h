@@ -23,7 +23,7 @@ struct Config {
     double stats_interval_s = 60.0;       // --stats-interval (0 = only at exit)
     std::uint32_t ringbuf_bytes = 2u << 20;  // --ringbuf-size (power of two)
     std::uint32_t max_conns = 16384;      // --max-conns
-    std::uint32_t max_listeners = 4096;   // --max-listeners
+    std::uint32_t max_listeners = 2048;   // --max-listeners
     bool inventory = true;                // --no-inventory turns it off
     bool verbose = false;                 // --verbose: libbpf's log on stderr
 

@@ -18,11 +18,15 @@ std::vector<SynFloodReport> SynFloodMonitor::tick(std::uint64_t now_ns, const st
     const double dt = last_tick_ns_ ? (now_ns - last_tick_ns_) / 1e9 : 0;
     last_tick_ns_ = now_ns;
 
-    // Namespaces worth a procfs read: any port with new SYNs, or flooding.
+    // Namespaces worth a procfs read: any port with SYNs in the last
+    // kWatchNs, or flooding. Under SYN cookies the hook-visible SYN count
+    // stalls while the flood goes on, so activity is remembered a while.
+    constexpr std::uint64_t kWatchNs = 10'000'000'000ull;
     std::set<std::uint32_t> wanted;
     for (const auto& s : samples) {
-        auto it = ports_.find({s.netns, s.port});
-        if (it == ports_.end() || s.syns != it->second.syns || it->second.flooding) wanted.insert(s.netns);
+        PortState& p = ports_[{s.netns, s.port}];
+        if (s.syns != p.syns) p.last_active_ns = now_ns;
+        if (p.flooding || (p.last_active_ns && now_ns - p.last_active_ns < kWatchNs)) wanted.insert(s.netns);
     }
     std::map<std::uint32_t, std::pair<NetnsTcpSample, NetnsTcpSample>> ns_now;  // (current, delta)
     for (auto ns : wanted) {
@@ -42,7 +46,7 @@ std::vector<SynFloodReport> SynFloodMonitor::tick(std::uint64_t now_ns, const st
 
     for (const auto& s : samples) {
         PortState& p = ports_[{s.netns, s.port}];
-        const bool first = p.syns == 0 && p.synack == 0 && !p.flooding;
+        const bool first = p.syns == 0 && p.synack == 0 && !p.flooding && p.last_active_ns == now_ns;
         const double rate = (!first && dt > 0) ? (s.syns - p.syns) / dt : 0;
         const double retrans = (!first && dt > 0) ? (s.synack_retrans - p.synack) / dt : 0;
         p.syns = s.syns;
@@ -57,8 +61,15 @@ std::vector<SynFloodReport> SynFloodMonitor::tick(std::uint64_t now_ns, const st
             delta = it->second.second;
         }
         const bool cookies = delta.syncookies_sent > 0;
-        const bool flood = rate >= rate_thr_ || half_open >= half_open_thr_ ||
-                           (cookies && half_open >= half_open_thr_ / 2);
+        // A high SYN rate alone is a busy server; with SYNs left half-open it
+        // is a flood.
+        const bool flood = (rate >= rate_thr_ && half_open > 0) || half_open >= half_open_thr_ ||
+                           (cookies && half_open > 0);
+        // Ending is about arrivals: once SYNs stop, a pile of half-open
+        // connections from spoofed sources lingers until the SYN-ACK retries
+        // run out (about a minute); that pile draining is calm.
+        const bool arriving = rate >= rate_thr_ || cookies || half_open > p.last_half_open;
+        p.last_half_open = half_open;
         SynFloodReport r;
         r.netns = s.netns;
         r.port = s.port;
@@ -69,7 +80,7 @@ std::vector<SynFloodReport> SynFloodMonitor::tick(std::uint64_t now_ns, const st
         r.syncookies_sent = delta.syncookies_sent;
         r.listen_drops = delta.listen_drops;
         r.listen_overflows = delta.listen_overflows;
-        if (flood) {
+        if (p.flooding ? arriving : flood) {
             p.calm_since_ns = 0;
             p.peak_rate = std::max(p.peak_rate, rate);
             p.peak_half_open = std::max(p.peak_half_open, half_open);
@@ -87,6 +98,7 @@ std::vector<SynFloodReport> SynFloodMonitor::tick(std::uint64_t now_ns, const st
                 r.peak_half_open = p.peak_half_open;
                 out.push_back(r);
                 p = PortState{s.syns, s.synack_retrans};
+                p.last_active_ns = now_ns;
             }
         }
     }

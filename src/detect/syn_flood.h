@@ -3,7 +3,9 @@
 // counters: half-open request sockets per port (SYN_RECV in /proc/net/tcp*)
 // and TcpExt SyncookiesSent / ListenOverflows / ListenDrops. Under SYN
 // cookies request-socket hooks see few SYNs, but the kernel counters still
-// tell.
+// tell. The kernel sends SYN cookies only when a listener's SYN queue is
+// full, so cookies sent while a port holds half-open connections is itself a
+// flood verdict, whatever the backlog size.
 #pragma once
 
 #include <cstdint>
@@ -48,6 +50,8 @@ private:
         std::uint64_t since_ns = 0, calm_since_ns = 0;
         double peak_rate = 0;
         std::uint32_t peak_half_open = 0;
+        std::uint64_t last_active_ns = 0;  // last tick with new SYNs
+        std::uint32_t last_half_open = 0;
     };
     struct NsState {
         NetnsTcpSample last;

@@ -440,6 +440,10 @@ bool Loader::seed_listener(const st_listener_key& key, const st_listener_val& va
     return bpf_map_update_elem(fd, &key, &val, BPF_NOEXIST) == 0 || errno == EEXIST;
 }
 
+void Loader::seed_netns_cookie(std::uint64_t cookie, std::uint32_t netns) {
+    bpf_map_update_elem(bpf_map__fd(impl_->conn->maps.st_netns_cookie), &cookie, &netns, BPF_NOEXIST);
+}
+
 std::optional<st_src_val> Loader::read_source(const st_src_key& key) const {
     st_src_val v;
     if (bpf_map_lookup_elem(bpf_map__fd(impl_->conn->maps.st_sources), &key, &v) != 0) return std::nullopt;

@@ -61,6 +61,9 @@ public:
     // kernel itself recorded meanwhile.
     bool seed_listener(const st_listener_key& key, const st_listener_val& val);
 
+    // Teach the sock_ops path which namespace inode a netns cookie stands for.
+    void seed_netns_cookie(std::uint64_t cookie, std::uint32_t netns);
+
     std::optional<st_src_val> read_source(const st_src_key& key) const;
     void delete_source(const st_src_key& key);
     // Entries in the source table now (walks the keys: for stats, not hot paths).

@@ -1,5 +1,11 @@
 #include "util/procfs.h"
 
+#include <thread>
+
+#include <sys/socket.h>
+
+#include <sched.h>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -411,6 +417,28 @@ std::vector<ListeningSocket> scan_listening(const std::string& proc_root) {
         l.owner = ci->second;
     }
     return result;
+}
+
+std::optional<std::uint64_t> netns_cookie_of(std::uint32_t pid, const std::string& proc_root) {
+    constexpr int kSoNetnsCookie = 71;  // SO_NETNS_COOKIE, absent from older headers
+    const std::string path = proc_root + "/" + std::to_string(pid) + "/ns/net";
+    std::optional<std::uint64_t> out;
+    std::thread t([&] {
+        int nsfd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (nsfd < 0) return;
+        if (::setns(nsfd, CLONE_NEWNET) == 0) {
+            int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+            if (s >= 0) {
+                std::uint64_t cookie = 0;
+                socklen_t len = sizeof(cookie);
+                if (::getsockopt(s, SOL_SOCKET, kSoNetnsCookie, &cookie, &len) == 0) out = cookie;
+                ::close(s);
+            }
+        }
+        ::close(nsfd);
+    });
+    t.join();
+    return out;
 }
 
 }  // namespace scantrace

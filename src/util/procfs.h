@@ -58,4 +58,10 @@ std::uint64_t cgroup_id_of(std::uint32_t pid, const std::string& proc_root = "/p
 // Inode of a process's network namespace (/proc/PID/ns/net), or 0.
 std::uint32_t netns_of(std::uint32_t pid, const std::string& proc_root = "/proc");
 
+// The cookie of the network namespace process pid is in (SO_NETNS_COOKIE,
+// Linux 5.14), read from a socket created there by a short-lived thread that
+// joins the namespace; the caller's own namespace is untouched. nullopt when
+// the process is gone or the kernel lacks the option.
+std::optional<std::uint64_t> netns_cookie_of(std::uint32_t pid, const std::string& proc_root = "/proc");
+
 }  // namespace scantrace

@@ -45,7 +45,7 @@ TEST_CASE("options: defaults") {
     CHECK(c.stats_interval_s == doctest::Approx(60));
     CHECK(c.ringbuf_bytes == (2u << 20));
     CHECK(c.max_conns == 16384);
-    CHECK(c.max_listeners == 4096);
+    CHECK(c.max_listeners == 2048);
     CHECK(c.inventory);
     CHECK_FALSE(c.verbose);
     CHECK(c.hook_families.empty());
