@@ -6,11 +6,15 @@
 //   churn --self --seconds S --threads N                both in one process, on 127.0.0.1
 //
 // The server closes first, so TIME_WAIT lands on the server side and a long
-// run never exhausts the client's ephemeral ports.
+// run never exhausts the client's ephemeral ports. With --self the accept
+// loops stop only after every client thread is done (a client's last
+// connection must still be served, or its read() would wait for ever), and
+// every client read has a 5 s timeout all the same.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -69,6 +73,8 @@ void serve(int lfd, const std::atomic<bool>& stop) {
     while (!stop.load(std::memory_order_relaxed)) {
         int c = accept(lfd, nullptr, nullptr);
         if (c < 0) continue;
+        const timeval tv{5, 0};
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
         (void)!read(c, buf, sizeof(buf));
         close(c);
     }
@@ -80,9 +86,14 @@ void client(const Endpoint& ep, const std::atomic<bool>& stop, std::atomic<uint6
     char buf[16];
     while (!stop.load(std::memory_order_relaxed)) {
         int fd = socket(ep.ss.ss_family, SOCK_STREAM, 0);
+        const timeval tv{5, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         if (connect(fd, reinterpret_cast<const sockaddr*>(&ep.ss), ep.len) == 0 && write(fd, msg, sizeof(msg)) > 0) {
-            (void)!read(fd, buf, sizeof(buf));  // EOF once the server closed
-            done.fetch_add(1, std::memory_order_relaxed);
+            if (read(fd, buf, sizeof(buf)) >= 0)  // EOF once the server closed
+                done.fetch_add(1, std::memory_order_relaxed);
+            else
+                failed.fetch_add(1, std::memory_order_relaxed);
         } else {
             failed.fetch_add(1, std::memory_order_relaxed);
         }
@@ -116,7 +127,7 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
-    std::atomic<bool> stop{false};
+    std::atomic<bool> stop{false}, servers_stop{false};
     if (!listen_at.empty()) {
         Endpoint ep;
         if (!parse_endpoint(listen_at, ep)) return 2;
@@ -132,7 +143,7 @@ int main(int argc, char** argv) {
     if (self) {
         parse_endpoint("127.0.0.1:0", ep);
         lfd = listen_on(ep);
-        for (int i = 0; i < threads; ++i) servers.emplace_back(serve, lfd, std::cref(stop));
+        for (int i = 0; i < threads; ++i) servers.emplace_back(serve, lfd, std::cref(servers_stop));
     } else if (!parse_endpoint(connect_to, ep)) {
         std::fprintf(stderr, "churn: --connect ADDR:PORT, --listen ADDR:PORT or --self\n");
         return 2;
@@ -146,7 +157,8 @@ int main(int argc, char** argv) {
     for (auto& t : clients) t.join();
     double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (lfd >= 0) {
-        shutdown(lfd, SHUT_RDWR);
+        servers_stop = true;
+        shutdown(lfd, SHUT_RDWR);  // wakes the accept loops
         close(lfd);
         for (auto& t : servers) t.detach();
     }

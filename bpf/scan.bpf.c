@@ -202,16 +202,29 @@ int BPF_KPROBE(st_rst6_kprobe, const struct sock *sk, struct sk_buff *skb)
 
 /* ---- SYNs reaching listeners (open ports) ------------------------------ */
 
-static __always_inline void st_count_syn(__u32 netns, __u16 port)
+/* Half-open connections of a listener: its request queue length. */
+static __always_inline __u32 st_listener_half_open(const struct sock *listener)
+{
+	const struct inet_connection_sock *icsk = (const struct inet_connection_sock *)listener;
+
+	return BPF_CORE_READ(icsk, icsk_accept_queue.qlen.counter);
+}
+
+static __always_inline void st_count_syn(__u32 netns, __u16 port, const struct sock *listener)
 {
 	struct st_listener_key k = { .netns = netns, .port = port, .proto = ST_PROTO_TCP };
 	struct st_syn_val *v = bpf_map_lookup_elem(&st_syn, &k);
 
 	if (v) {
 		__sync_fetch_and_add(&v->syns, 1);
+		if (listener)
+			v->half_open = st_listener_half_open(listener);
 		return;
 	}
 	struct st_syn_val nv = { .syns = 1 };
+
+	if (listener)
+		nv.half_open = st_listener_half_open(listener);
 
 	if (bpf_map_update_elem(&st_syn, &k, &nv, BPF_NOEXIST) && !bpf_map_lookup_elem(&st_syn, &k))
 		st_count(ST_CNT_SYN_MAP_FULL);
@@ -229,7 +242,7 @@ static __always_inline int st_on_conn_request(const struct sock *sk, const struc
 	if (!skb || !st_parse_skb(skb, &pk) || pk.proto != IPPROTO_TCP)
 		return 0;
 	netns = st_sock_netns_probe(sk);
-	st_count_syn(netns, pk.dport);
+	st_count_syn(netns, pk.dport, sk);
 	/* A SYN to an open port from an OS stack (a client, or a connect()
 	 * scan) only adds to a source already probing: every legitimate client
 	 * connects this way. A raw scanner's SYN may start one. */
@@ -282,14 +295,16 @@ int st_sockops(struct bpf_sock_ops *skops)
 	__u64 cookie;
 	__u32 *inum;
 
-	if (skops->op != BPF_SOCK_OPS_TIMEOUT_INIT)
+	/* TIMEOUT_INIT also runs for connect()ing (full) sockets: only request
+	 * sockets, never full, are SYNs that reached a listener. */
+	if (skops->op != BPF_SOCK_OPS_TIMEOUT_INIT || skops->is_fullsock)
 		return 1;
 	cookie = bpf_get_netns_cookie(skops);
 	inum = bpf_map_lookup_elem(&st_netns_cookie, &cookie);
 	p.netns = inum ? *inum : 0;
 	p.family = skops->family;
 	p.dport = (__u16)skops->local_port;
-	st_count_syn(p.netns, p.dport);
+	st_count_syn(p.netns, p.dport, NULL);
 	/* ctx fields must be read at their own offsets (the verifier rejects a
 	 * load through an adjusted ctx pointer), hence one load per word. */
 	if (p.family == ST_AF_INET) {
@@ -383,7 +398,9 @@ int BPF_PROG(st_synack_btf, const struct sock *sk, const struct request_sock *re
 	};
 	struct st_syn_val *v = bpf_map_lookup_elem(&st_syn, &k);
 
-	if (v)
+	if (v) {
 		__sync_fetch_and_add(&v->synack_retrans, 1);
+		v->half_open = st_listener_half_open(sk);
+	}
 	return 0;
 }

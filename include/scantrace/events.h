@@ -277,9 +277,12 @@ ST_STATIC_ASSERT(sizeof(struct st_dist_alert) == 40, "st_dist_alert layout");
 
 /* SYN-flood signals per listening port (keyed by st_listener_key). */
 struct st_syn_val {
-	__u64 syns;             /* SYNs that reached the listener */
-	__u64 synack_retrans;   /* SYN-ACK retransmits */
+	__u64 syns;           /* SYNs that reached the listener */
+	__u64 synack_retrans; /* SYN-ACK retransmits */
+	__u32 half_open;      /* the listener's request queue (qlen) when last seen */
+	__u32 _pad;
 };
+ST_STATIC_ASSERT(sizeof(struct st_syn_val) == 24, "st_syn_val layout");
 
 /* Kernel-side counters, a per-CPU array indexed by this enum; userspace sums
  * the CPUs. Append only; ST_CNT_MAX sizes the map. */

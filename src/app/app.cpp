@@ -190,7 +190,7 @@ private:
         local_scans_.expire(now);
         std::vector<SynSample> samples;
         loader_.for_each_syn([&samples](const st_listener_key& k, const st_syn_val& v) {
-            samples.push_back({k.netns, k.port, v.syns, v.synack_retrans});
+            samples.push_back({k.netns, k.port, v.syns, v.synack_retrans, v.half_open});
         });
         auto reader = [](std::uint32_t netns) -> std::optional<NetnsTcpSample> {
             auto pid = pid_in_netns(netns);

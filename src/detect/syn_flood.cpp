@@ -53,11 +53,11 @@ std::vector<SynFloodReport> SynFloodMonitor::tick(std::uint64_t now_ns, const st
         p.synack = s.synack_retrans;
         if (dt <= 0) continue;
 
-        std::uint32_t half_open = 0;
+        std::uint32_t half_open = s.half_open;
         NetnsTcpSample delta;
         if (auto it = ns_now.find(s.netns); it != ns_now.end()) {
             if (auto h = it->second.first.half_open.find(s.port); h != it->second.first.half_open.end())
-                half_open = h->second;
+                half_open = std::max(half_open, h->second);
             delta = it->second.second;
         }
         const bool cookies = delta.syncookies_sent > 0;
@@ -139,15 +139,6 @@ std::optional<NetnsTcpSample> read_netns_tcp(std::uint32_t pid) {
     if (!ns) return std::nullopt;
     NetnsTcpSample s;
     parse_tcpext(ns, s);
-    for (const char* f : {"tcp", "tcp6"}) {
-        std::ifstream in(base + f);
-        std::string line;
-        bool v6 = f[3] == '6';
-        while (std::getline(in, line)) {
-            auto ps = parse_proc_net_line(line, 6, v6);
-            if (ps && ps->state == 3) ++s.half_open[ps->lport];  // SYN_RECV
-        }
-    }
     return s;
 }
 

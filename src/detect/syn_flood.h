@@ -1,7 +1,8 @@
 // SYN floods per listening port. Signals: SYNs reaching the listener (BPF,
 // per port), SYN-ACK retransmits (BPF), and the namespace's own exact
-// counters: half-open request sockets per port (SYN_RECV in /proc/net/tcp*)
-// and TcpExt SyncookiesSent / ListenOverflows / ListenDrops. Under SYN
+// counters: half-open request sockets per port (the listener's request
+// queue length, read by BPF) and TcpExt SyncookiesSent / ListenOverflows /
+// ListenDrops. Under SYN
 // cookies request-socket hooks see few SYNs, but the kernel counters still
 // tell. The kernel sends SYN cookies only when a listener's SYN queue is
 // full, so cookies sent while a port holds half-open connections is itself a
@@ -25,11 +26,15 @@ struct SynSample {
     std::uint16_t port = 0;
     std::uint64_t syns = 0;            // cumulative
     std::uint64_t synack_retrans = 0;  // cumulative
+    std::uint32_t half_open = 0;       // the listener's request queue, as the kernel last saw it
 };
 
 struct NetnsTcpSample {
     std::uint64_t syncookies_sent = 0, listen_drops = 0, listen_overflows = 0;  // cumulative
-    std::map<std::uint16_t, std::uint32_t> half_open;  // SYN_RECV sockets per local port
+    // SYN_RECV sockets per local port, when known from the namespace (tests
+    // inject them; the agent takes half-open counts from the kernel's
+    // listener queues instead: reading /proc/net/tcp walks every socket).
+    std::map<std::uint16_t, std::uint32_t> half_open;
 };
 
 class SynFloodMonitor {
@@ -65,7 +70,8 @@ private:
     std::map<std::uint32_t, NsState> netns_;
 };
 
-// procfs readers for one namespace, through a process inside it.
+// The namespace's TcpExt counters (/proc/PID/net/netstat: a few hundred
+// bytes, cheap at any socket count), through a process inside it.
 std::optional<NetnsTcpSample> read_netns_tcp(std::uint32_t pid);
 
 // A process inside network namespace netns (cached; rescans /proc on a miss).
