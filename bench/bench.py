@@ -24,6 +24,7 @@ Sections (each can be chosen with --only):
             turn against "off" in the same rounds
 """
 import argparse
+import contextlib
 import datetime
 import fcntl
 import json
@@ -324,31 +325,45 @@ def prog_stats():
     return {p["id"]: p for p in json.loads(out) if p.get("name", "").startswith("st_")}
 
 
-def bench_bpfcost(args, rows):
-    old = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
-    churn = os.path.join(args.build, "bench", "churn")
-    tracer = Tracer(args.binary, ["--scan-quiet", "1"])
+@contextlib.contextmanager
+def bpf_run_stats():
+    """kernel.bpf_stats_enabled=1 for the block only (then restored); yields a
+    list that receives, at the end, (name, type, events, run ns) per
+    scantrace program that ran in the block."""
+    path = "/proc/sys/kernel/bpf_stats_enabled"
+    old = open(path).read().strip()
+    out = []
+    with open(path, "w") as f:
+        f.write("1")
     try:
-        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
-            f.write("1")
         before = prog_stats()
-        subprocess.run([churn, "--self", "--seconds", "2", "--threads", "2"], capture_output=True, check=True)
-        with lab.NetnsLab() as L:
-            L.run_in("client", ["nmap", "-n", "-Pn", "-sS", "-T4", "--max-retries", "0", "-p", "1-3000",
-                                L.server_ip4], timeout=120)
-            L.run_in("client", ["nmap", "-n", "-Pn", "-sU", "-T5", "--max-retries", "0", "-p", "1-200",
-                                L.server_ip4], timeout=120)
+        yield out
         after = prog_stats()
     finally:
-        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+        with open(path, "w") as f:
             f.write(old)
-        tracer.stop()
     for pid, p in sorted(after.items(), key=lambda kv: kv[1]["name"]):
         b = before.get(pid, {})
         cnt = p.get("run_cnt", 0) - b.get("run_cnt", 0)
-        ns = p.get("run_time_ns", 0) - b.get("run_time_ns", 0)
         if cnt:
-            rows.append((f"BPF `{p['name']}` ({p.get('type')}) ns/event", f"{cnt} events", f"{ns / cnt:.0f}", ""))
+            out.append((p["name"], p.get("type"), cnt, p.get("run_time_ns", 0) - b.get("run_time_ns", 0)))
+
+
+def bench_bpfcost(args, rows):
+    churn = os.path.join(args.build, "bench", "churn")
+    tracer = Tracer(args.binary, ["--scan-quiet", "1"])
+    try:
+        with bpf_run_stats() as ran:
+            subprocess.run([churn, "--self", "--seconds", "2", "--threads", "2"], capture_output=True, check=True)
+            with lab.NetnsLab() as L:
+                L.run_in("client", ["nmap", "-n", "-Pn", "-sS", "-T4", "--max-retries", "0", "-p", "1-3000",
+                                    L.server_ip4], timeout=120)
+                L.run_in("client", ["nmap", "-n", "-Pn", "-sU", "-T5", "--max-retries", "0", "-p", "1-200",
+                                    L.server_ip4], timeout=120)
+    finally:
+        tracer.stop()
+    for name, ptype, cnt, ns in ran:
+        rows.append((f"BPF `{name}` ({ptype}) ns/event", f"{cnt} events", f"{ns / cnt:.0f}", ""))
 
 
 # -------------------------------------------------------------- latency ---
@@ -474,24 +489,16 @@ def bench_probes(args, rows):
         off, on, ratios, lost = churn_rounds(args, flood, "closed-port SYN flood", rounds=args.probe_rounds)
         rx_rounds = list(rx)
         # Where the "on" time goes: one more on-round with BPF run-time stats.
-        cost = []
         tracer = scantrace_drain(args)
-        old = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
         try:
-            with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
-                f.write("1")
-            before, t0 = prog_stats(), time.monotonic()
-            rate = flood()
-            after, dt = prog_stats(), time.monotonic() - t0
+            with bpf_run_stats() as ran:
+                t0 = time.monotonic()
+                rate = flood()
+                dt = time.monotonic() - t0
         finally:
-            with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
-                f.write(old)
             tracer.stop()
-        for pid, p in sorted(after.items(), key=lambda kv: kv[1]["name"]):
-            b = before.get(pid, {})
-            cnt, ns = p.get("run_cnt", 0) - b.get("run_cnt", 0), p.get("run_time_ns", 0) - b.get("run_time_ns", 0)
-            if cnt:
-                cost.append(f"`{p['name']}` {cnt / dt:.0f}/s × {ns / cnt:.0f} ns = {ns / dt / 1e7:.1f} % of a CPU")
+        cost = [f"`{name}` {cnt / dt:.0f}/s × {ns / cnt:.0f} ns = {ns / dt / 1e7:.1f} % of a CPU"
+                for name, _, cnt, ns in ran]
     rows.append((f"Closed-port probe path: victim RSTs/s under hping3 -S --flood (one source; victim rx "
                  f"{med(rx_rounds):.0f} packets/s median; scantrace lost.ringbuf {sum(lost)})",
                  spread(off), spread(on), spread(ratios, "{:.3f}"), "on/off ≥ 0.97"))
