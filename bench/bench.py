@@ -236,15 +236,18 @@ def loopback_poke():
                 a.recv(1)
 
 
-def scantrace_drain(args, extra=(), timeout=30):
+def scantrace_drain(args, extra=(), timeout=30, count=b'"type":"close"'):
     """scantrace writing into a Drain, returned once it consumes kernel
     records: the `start` line comes before the listener inventory, and until
     that is done the ring buffer is not read (a load started right after
     `start` loses records, and that start-up gap is not what is measured
-    here). So: loopback connections every 20 ms until a state record arrives."""
-    d = Drain([args.binary, "--stats-interval", "0", *extra], ready="line", count=b'"type":"state"')
+    here). So: loopback connections every 20 ms until a `count` line (a close
+    record by default; pass b'"type":"state"' with --all-states to count
+    state records) arrives. With --attach-only nothing ever arrives: the
+    hooks are attached once `start` is out, which is all that is needed."""
+    d = Drain([args.binary, "--stats-interval", "0", *extra], ready="line", count=count)
     t0 = time.monotonic()
-    while d.counts()[1] == 0:
+    while d.counts()[1] == 0 and "--attach-only" not in extra:
         if d.proc.poll() is not None or time.monotonic() - t0 > timeout:
             d.stop()
             raise RuntimeError(f"scantrace wrote no state record within {timeout}s: {error_line(d.output())}")
@@ -294,15 +297,56 @@ def churn_self(args, threads=2, seconds=None):
     return json.loads(out)
 
 
+# scantrace configurations the churn section compares, each against the same
+# round's churn without scantrace.
+CHURN_MODES = (
+    ("default", ()),
+    ("--all-states", ("--all-states",)),
+    ("--attach-only (every hook attached, every program returns at once: the floor)", ("--attach-only",)),
+)
+
+
+def churn_modes(args, runner, label):
+    """Every round runs churn once without scantrace and once per CHURN_MODES
+    entry, in an order rotated by one per round; returns {mode: (rates,
+    ratios to the round's off, lost.ringbuf per round)} and the off rates."""
+    names = ["off"] + [m for m, _ in CHURN_MODES]
+    extra = dict(CHURN_MODES)
+    res = {m: ([], [], []) for m in names[1:]}
+    off = []
+    for i in range(args.rounds):
+        order = names[i % len(names):] + names[:i % len(names)]
+        got = {}
+        for mode in order:
+            tracer = scantrace_drain(args, extra[mode]) if mode != "off" else None
+            try:
+                got[mode] = runner()
+            finally:
+                if tracer:
+                    tracer.stop()
+                    res[mode][2].append(tracer.final_stats()["lost"]["ringbuf"])
+        off.append(got["off"])
+        for m in names[1:]:
+            res[m][0].append(got[m])
+            res[m][1].append(got[m] / got["off"])
+        print(f"  {label} round {i + 1}: " + ", ".join(f"{m.split(' ')[0]} {got[m]:.0f}/s" for m in names),
+              file=sys.stderr)
+    return off, res
+
+
 def bench_churn(args, rows):
     churn = os.path.join(args.build, "bench", "churn")
+
+    def add_rows(where, off, res):
+        for mode, (rates, ratios, lost) in res.items():
+            rows.append((f"Connection churn, {where}, scantrace {mode} (conn/s; lost.ringbuf {sum(lost)})",
+                         spread(off), spread(rates), spread(ratios, "{:.3f}"),
+                         "on/off ≥ 0.98" if mode == "default" else ""))
 
     def loopback():
         return churn_self(args)["conns_per_s"]
 
-    off, on, ratios, lost = churn_rounds(args, loopback, "loopback churn")
-    rows.append((f"Connection churn, loopback (conn/s; scantrace lost.ringbuf {sum(lost)})", spread(off), spread(on),
-                 spread(ratios, "{:.3f}")))
+    add_rows("loopback", *churn_modes(args, loopback, "loopback churn"))
 
     with lab.NetnsLab() as L:
         srv = L.popen_in("server", [churn, "--listen", f"{L.server_ip4}:9000"])
@@ -313,9 +357,7 @@ def bench_churn(args, rows):
                                       "--threads", "2"]).stdout
             return json.loads(out)["conns_per_s"]
 
-        off, on, ratios, lost = churn_rounds(args, veth, "veth churn")
-        rows.append((f"Connection churn, veth between namespaces (conn/s; scantrace lost.ringbuf {sum(lost)})",
-                     spread(off), spread(on), spread(ratios, "{:.3f}")))
+        add_rows("veth between namespaces", *churn_modes(args, veth, "veth churn"))
         srv.kill()
 
 
@@ -530,7 +572,7 @@ def bench_e2e(args, rows):
                 if mode == "off":
                     got["off"] = churn_self(args, args.e2e_threads, args.e2e_seconds)["conns_per_s"]
                     continue
-                d = scantrace_drain(args, extra)
+                d = scantrace_drain(args, extra, count=b'"type":"state"')
                 try:
                     _, s0 = d.counts()
                     c0, t0 = proc_cpu_s(d.proc.pid), time.monotonic()
@@ -560,10 +602,11 @@ def bench_e2e(args, rows):
                      spread(ratios, "{:.3f}")))
         return sum(lost)
 
-    if series((), "default ring buffer") or args.e2e_big_ringbuf:
+    if series(("--all-states",), "--all-states, default ring buffer") or args.e2e_big_ringbuf:
         # 6 MiB more than the default 2 MiB ring buffer: over the default
         # 64 MiB --max-memory, which is raised to match.
-        series(("--ringbuf-size", "8388608", "--max-memory", "72"), "--ringbuf-size 8388608 --max-memory 72")
+        series(("--all-states", "--ringbuf-size", "8388608", "--max-memory", "72"),
+               "--all-states --ringbuf-size 8388608 --max-memory 72")
 
 
 # --------------------------------------------------------------- memory ---
@@ -788,8 +831,11 @@ def start_attached(argv):
 
 
 COMPARATORS = [
-    ("scantrace", "scantrace (JSON lines into a discarding pipe)",
+    ("scantrace", "scantrace (default: a record per connection opened past a sweep and per close; "
+                  "JSON lines into a discarding pipe)",
      lambda args: ToolRun([scantrace_drain(args)])),
+    ("scantrace-all", "scantrace --all-states (a line per state change, like the tcpstates tools)",
+     lambda args: ToolRun([scantrace_drain(args, ("--all-states",), count=b'"type":"state"')])),
     ("bpftrace", "bpftrace script (bench/tcpstates.bt: a line per state change, RSTs counted per source)",
      lambda args: ToolRun([start_attached(["bpftrace", os.path.join(HERE, "tcpstates.bt")])])),
     ("bcc", "BCC tcpstates-bpfcc (bpfcc-tools)",
@@ -826,7 +872,7 @@ def bench_comparators(args, rows):
         modes = [("off", "nothing", None)] + usable
         rates = {k: [] for k, _, _ in modes}
         lines = {k: [] for k, _, _ in modes}
-        st_lost = []
+        st_lost = {}
         for i in range(args.comparator_rounds):
             order = modes[i % len(modes):] + modes[:i % len(modes)]
             for key, _, start in order:
@@ -840,15 +886,15 @@ def bench_comparators(args, rows):
                 finally:
                     if run:
                         run.stop()
-                        if key == "scantrace":
-                            st_lost.append(run.drains[0].final_stats()["lost"]["ringbuf"])
+                        if key.startswith("scantrace"):
+                            st_lost.setdefault(key, []).append(run.drains[0].final_stats()["lost"]["ringbuf"])
             print("  comparators round {}: ".format(i + 1) + ", ".join(
                 f"{k} {rates[k][-1]:.0f}" for k, _, _ in modes), file=sys.stderr)
         off = rates["off"]
         rows.append(("Comparators: loopback churn with nothing running (conn/s)", spread(off), "", ""))
         for key, label, _ in usable:
             ratios = [a / b for a, b in zip(rates[key], off)]
-            extra = f"; lost.ringbuf {sum(st_lost)}" if key == "scantrace" else ""
+            extra = f"; lost.ringbuf {sum(st_lost.get(key, []))}" if key.startswith("scantrace") else ""
             rows.append((f"Comparators: loopback churn with {label} (conn/s; its stdout lines/s "
                          f"{med(lines[key]):.0f}{extra})", spread(off), spread(rates[key]), spread(ratios, "{:.3f}")))
         for label, why in unusable:

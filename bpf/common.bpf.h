@@ -49,6 +49,34 @@ static __always_inline void *st_reserve(__u32 size, __u16 type, __u32 flags, __u
 	return h;
 }
 
+/* Set by userspace before load (--attach-only, a benchmark aid): every
+ * program returns at once, so what remains is the cost of the hooks alone.
+ * Being read-only data, the verifier prunes the check away when false. */
+const volatile bool cfg_attach_only = false;
+
+/* Set by userspace before load: pending ring-buffer bytes at which a routine
+ * record wakes the reader (a quarter of the buffer). */
+const volatile __u64 cfg_wakeup_bytes = 1 << 20;
+
+/* Routine records (state, close, listen) wake nobody: userspace drains on a
+ * short timer, which turns a wakeup per record under load into a few per
+ * second. Only a buffer filling up past cfg_wakeup_bytes wakes it early. */
+static __always_inline void st_submit_lazy(void *rec)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_query(&st_events, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(rec, flags);
+}
+
+/* Alerts wake the reader at once, even with routine records queued before
+ * them (the default policy would only wake it for the first record). */
+static __always_inline void st_submit_now(void *rec)
+{
+	bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
+}
+
 /* Only valid in process context (listen(), connect()): in softirq the current
  * task is whoever happened to be on the CPU. */
 static __always_inline void st_owner_from_current(struct st_owner *o)

@@ -32,6 +32,29 @@ struct {
 	__type(value, struct st_listener_val);
 } st_listeners SEC(".maps");
 
+/* Set by userspace before load: the new states whose transitions are reported
+ * (bit per TCP state). Lifecycle mode (default): CLOSE only, ESTABLISHED is
+ * left in st_conns for userspace to sweep; --all-states: every one. */
+const volatile __u32 cfg_report_states = ~0u;
+
+static __always_inline bool st_reported(int newstate)
+{
+	return cfg_report_states & (1u << (newstate & 31));
+}
+
+/* Pure decision: a transition the handler can ignore outright. It is not
+ * reported and neither starts tracking (SYN_SENT, SYN_RECV), marks it for
+ * the sweep (ESTABLISHED), ends it (CLOSE) nor belongs to a listener. In
+ * lifecycle mode that is FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING and
+ * TIME_WAIT: no map is touched for them. */
+static __always_inline bool st_skippable(int oldstate, int newstate)
+{
+	if (oldstate == TCP_LISTEN || newstate == TCP_LISTEN || newstate == TCP_CLOSE ||
+	    newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV || newstate == TCP_ESTABLISHED)
+		return false;
+	return !st_reported(newstate);
+}
+
 enum st_transition {
 	ST_T_IGNORE = 0,
 	ST_T_LISTEN_OPEN,

@@ -23,7 +23,7 @@ static __always_inline void ST_NAME(st_emit_listen)(const struct sock *sk, __u16
 	e->proto = ST_PROTO_TCP;
 	e->action = action;
 	e->_pad[0] = e->_pad[1] = 0;
-	bpf_ringbuf_submit(e, 0);
+	st_submit_lazy(e);
 }
 
 static __always_inline void ST_NAME(st_listen_open)(const struct sock *sk, __u16 family, struct st_listener_key *key, __u64 now)
@@ -124,7 +124,7 @@ static __always_inline bool ST_NAME(st_emit_conn)(const struct sock *sk, __u16 f
 	e->newstate = newstate;
 	e->direction = c->direction;
 	e->_pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	st_submit_lazy(e);
 	return true;
 }
 
@@ -138,6 +138,16 @@ static __always_inline void ST_NAME(st_conn_transition)(const struct sock *sk, _
 
 	cv = bpf_map_lookup_elem(&st_conns, &id);
 	tracked = cv != NULL;
+	if (cv && newstate == TCP_ESTABLISHED && !st_reported(TCP_ESTABLISHED)) {
+		/* Left for userspace's sweep: written in place, flag last. */
+		cv->est_ns = now;
+		cv->est_from = oldstate;
+		cv->netns = netns;
+		ST_NAME(st_sock_tuple)(sk, family, &cv->tuple);
+		barrier();
+		cv->flags |= ST_F_ESTABLISHED;
+		return;
+	}
 	if (cv) {
 		c = *cv;
 	} else {
@@ -175,7 +185,8 @@ static __always_inline void ST_NAME(st_conn_transition)(const struct sock *sk, _
 	/* Some kernels (6.1) set SYN_RECV on a new child before copying the
 	 * peer's address into it: report that transition with the next one,
 	 * when the tuple is complete, under its own time. */
-	if (!tracked && oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV && !ST_R(sk->__sk_common.skc_dport)) {
+	if (!tracked && oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV && st_reported(TCP_SYN_RECV) &&
+	    !ST_R(sk->__sk_common.skc_dport)) {
 		c.flags |= ST_F_DEFERRED;
 		if (bpf_map_update_elem(&st_conns, &id, &c, BPF_ANY))
 			st_count(ST_CNT_CONN_MAP_FULL);
@@ -187,11 +198,14 @@ static __always_inline void ST_NAME(st_conn_transition)(const struct sock *sk, _
 		if (newstate != TCP_CLOSE)
 			bpf_map_update_elem(&st_conns, &id, &c, BPF_EXIST);
 	}
-	ST_NAME(st_emit_conn)(sk, family, netns, &c, id, oldstate, newstate, now);
-	if (newstate == TCP_CLOSE && c.direction == ST_DIR_INBOUND && (c.flags & ST_F_START_KNOWN))
-		probe = ST_NAME(st_connect_probe_of)(sk, family, netns, now - c.start_ns, &p);
+	/* Gone from the map before its close record is out: a sweep that reads
+	 * the map after userspace got the close cannot report it as open. */
 	if (newstate == TCP_CLOSE && tracked)
 		bpf_map_delete_elem(&st_conns, &id);
+	if (st_reported(newstate))
+		ST_NAME(st_emit_conn)(sk, family, netns, &c, id, oldstate, newstate, now);
+	if (newstate == TCP_CLOSE && c.direction == ST_DIR_INBOUND && (c.flags & ST_F_START_KNOWN))
+		probe = ST_NAME(st_connect_probe_of)(sk, family, netns, now - c.start_ns, &p);
 	if (probe)
 		st_record_probe(&p, now);
 }
@@ -202,9 +216,11 @@ static __always_inline int ST_NAME(st_handle_state)(const struct sock *sk, int o
 	__u16 family;
 	__u64 now;
 
-	if (ST_R(sk->sk_protocol) != IPPROTO_TCP)
+	if (cfg_attach_only || ST_R(sk->sk_protocol) != IPPROTO_TCP)
 		return 0;
 	st_count(ST_CNT_STATE_EVENTS);
+	if (st_skippable(oldstate, newstate))
+		return 0;
 	family = ST_R(sk->__sk_common.skc_family);
 	if (family != ST_AF_INET && family != ST_AF_INET6)
 		return 0;

@@ -151,7 +151,7 @@ static __always_inline int st_on_reset(const struct sock *sk, const struct sk_bu
 	__u8 outcome;
 	__u32 netns;
 
-	if (!skb || !st_parse_skb(skb, &pk) || pk.proto != IPPROTO_TCP)
+	if (cfg_attach_only || !skb || !st_parse_skb(skb, &pk) || pk.proto != IPPROTO_TCP)
 		return 0;
 	/* Never an answer to a RST; fentry/kprobe also see those calls. */
 	if (pk.flags & ST_TH_RST)
@@ -239,7 +239,7 @@ static __always_inline int st_on_conn_request(const struct sock *sk, const struc
 	__u32 netns;
 	__u8 tech;
 
-	if (!skb || !st_parse_skb(skb, &pk) || pk.proto != IPPROTO_TCP)
+	if (cfg_attach_only || !skb || !st_parse_skb(skb, &pk) || pk.proto != IPPROTO_TCP)
 		return 0;
 	netns = st_sock_netns_probe(sk);
 	st_count_syn(netns, pk.dport, sk);
@@ -297,7 +297,7 @@ int st_sockops(struct bpf_sock_ops *skops)
 
 	/* TIMEOUT_INIT also runs for connect()ing (full) sockets: only request
 	 * sockets, never full, are SYNs that reached a listener. */
-	if (skops->op != BPF_SOCK_OPS_TIMEOUT_INIT || skops->is_fullsock)
+	if (cfg_attach_only || skops->op != BPF_SOCK_OPS_TIMEOUT_INIT || skops->is_fullsock)
 		return 1;
 	cookie = bpf_get_netns_cookie(skops);
 	inum = bpf_map_lookup_elem(&st_netns_cookie, &cookie);
@@ -342,6 +342,8 @@ static __always_inline int st_on_drop(const struct sk_buff *skb, int reason, con
 	struct st_pkt pk;
 	bool tcp_flags = false, no_socket = false;
 
+	if (cfg_attach_only)
+		return 0;
 	/* Drop reasons are an enum whose values move between kernels. */
 	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_FLAGS))
 		tcp_flags = reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_FLAGS);
@@ -391,13 +393,16 @@ int BPF_PROG(st_drop_raw, struct sk_buff *skb, void *location, int reason)
 SEC("tp_btf/tcp_retransmit_synack")
 int BPF_PROG(st_synack_btf, const struct sock *sk, const struct request_sock *req)
 {
-	struct st_listener_key k = {
-		.netns = st_sock_netns_probe(sk),
-		.port = st_sock_lport_probe(sk),
-		.proto = ST_PROTO_TCP,
-	};
-	struct st_syn_val *v = bpf_map_lookup_elem(&st_syn, &k);
+	struct st_listener_key k;
+	struct st_syn_val *v;
 
+	if (cfg_attach_only)
+		return 0;
+	k.netns = st_sock_netns_probe(sk);
+	k.port = st_sock_lport_probe(sk);
+	k.proto = ST_PROTO_TCP;
+	k._pad = 0;
+	v = bpf_map_lookup_elem(&st_syn, &k);
 	if (v) {
 		__sync_fetch_and_add(&v->synack_retrans, 1);
 		v->half_open = st_listener_half_open(sk);

@@ -247,7 +247,7 @@ static __always_inline void st_emit_scan_alert(const struct st_src_key *k, __u32
 	a->dport = p->dport;
 	a->technique = p->technique;
 	__builtin_memset(a->_pad, 0, sizeof(a->_pad));
-	bpf_ringbuf_submit(a, 0);
+	st_submit_now(a);
 }
 
 /* Many sources probing closed ports in one namespace within the window. */
@@ -303,7 +303,7 @@ static __always_inline void st_dist_note(const struct st_src_key *k, bool new_so
 			a->window_start_ns = d->window_start_ns;
 			a->ports_seen = d->ports_seen;
 			a->_pad = 0;
-			bpf_ringbuf_submit(a, 0);
+			st_submit_now(a);
 		}
 	}
 }

@@ -49,6 +49,7 @@ enum st_hdr_flags {
 	ST_F_START_KNOWN = 1u << 1, /* start_ns is the connection's first transition */
 	ST_F_TCP_INFO = 1u << 2,    /* bytes/retransmits/rtt were read from tcp_sock */
 	ST_F_DEFERRED = 1u << 3,    /* st_conn_val only: LISTEN->SYN_RECV still to be reported */
+	ST_F_ESTABLISHED = 1u << 4, /* st_conn_val only: est_* and tuple are set, for userspace to report */
 };
 
 struct st_hdr {
@@ -143,15 +144,25 @@ struct st_listener_val {
 };
 ST_STATIC_ASSERT(sizeof(struct st_listener_val) == 48, "st_listener_val layout");
 
-/* Per-socket connection state, keyed by the kernel socket address. */
+/* Per-socket connection state, keyed by the kernel socket address.
+ *
+ * Without --all-states the kernel reports no ESTABLISHED transition itself:
+ * it fills est_ns, est_from, netns and tuple and then sets ST_F_ESTABLISHED,
+ * and userspace, sweeping the map, reports the connections still open. A
+ * connection that closes before the next sweep costs one record, its close. */
 struct st_conn_val {
 	struct st_owner owner;
 	__u64 start_ns;
-	__u32 flags; /* ST_F_OWNER_KNOWN */
+	__u32 flags; /* ST_F_* */
 	__u8 direction;
-	__u8 _pad[3];
+	__u8 est_from; /* the state ESTABLISHED was entered from */
+	__u8 _pad[2];
+	__u64 est_ns;
+	struct st_tuple tuple;
+	__u32 netns;
+	__u32 _pad2;
 };
-ST_STATIC_ASSERT(sizeof(struct st_conn_val) == 56, "st_conn_val layout");
+ST_STATIC_ASSERT(sizeof(struct st_conn_val) == 112, "st_conn_val layout");
 
 /* ---- scan detection ---------------------------------------------------- */
 

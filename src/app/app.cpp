@@ -1,6 +1,7 @@
 #include "app/app.h"
 
 #include <bpf/libbpf.h>
+#include <malloc.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <cstdio>
 #include <map>
 #include <set>
+#include <unordered_set>
 
 #include "detect/local_scan.h"
 #include "detect/scan_tracker.h"
@@ -22,6 +24,7 @@
 #include "output/sink.h"
 #include "util/procfs.h"
 #include "util/services.h"
+#include "util/tcp_states.h"
 #include "util/timefmt.h"
 
 namespace scantrace {
@@ -67,6 +70,9 @@ public:
 
         if (cfg_.inventory) inventory();
         sink_.flush();
+        // Loading parsed the kernel's BTF (several MiB) and the inventory read
+        // procfs: give that heap back rather than carry it as steady RSS.
+        malloc_trim(0);
 
         ring_buffer* rb = ring_buffer__new(loader_.ringbuf_fd(), &Tracer::on_record, this, nullptr);
         if (!rb) {
@@ -78,7 +84,10 @@ public:
         std::uint64_t next_tick = start_boot_ns_ + kTickNs;
 
         while (!g_stop) {
-            int n = ring_buffer__poll(rb, 100);
+            // Routine records wake nobody (bpf/common.bpf.h): epoll reports
+            // only alerts and a filling buffer, so drain after every wait.
+            int n = ring_buffer__poll(rb, kDrainIntervalMs);
+            if (n >= 0 || n == -EINTR) n = ring_buffer__consume(rb);
             if (n < 0 && n != -EINTR) {
                 std::fprintf(stderr, "scantrace: ring buffer poll failed: %s\n", std::strerror(-n));
                 ring_buffer__free(rb);
@@ -125,7 +134,10 @@ private:
     void handle(const void* data, std::size_t size) {
         Event ev = decode_record(data, size);
         if (auto* c = std::get_if<ConnEvent>(&ev)) {
-            if (filter_.pass_state(*c)) {
+            // Without --all-states a connection's end is its close record alone.
+            const bool state_line = cfg_.all_states || c->newstate != kTcpClose;
+            if (!state_line) {
+            } else if (filter_.pass_state(*c)) {
                 fmt_->state(sink_.buffer(), *c);
                 counted(RecordType::state);
             } else {
@@ -135,7 +147,8 @@ private:
                 fmt_->local_scan(sink_.buffer(), *r, clock_.to_unix_ns(c->ts_ns));
                 counted(RecordType::local_scan);
             }
-            if (c->newstate == TCP_CLOSE_STATE) {
+            if (c->newstate == kTcpClose) {
+                reported_open_.erase(c->sk_id);
                 if (filter_.pass_close(*c)) {
                     fmt_->close(sink_.buffer(), *c);
                     counted(RecordType::close);
@@ -183,8 +196,37 @@ private:
         counted(RecordType::distributed_scan);
     }
 
+    // Connections the kernel left in st_conns as ESTABLISHED (lifecycle mode)
+    // get their state record here, once each: a connection that closed before
+    // this sweep came is reported by its close record alone.
+    void sweep_open_conns() {
+        std::unordered_set<std::uint64_t> still_open;
+        loader_.for_each_open_conn([&](std::uint64_t id, const st_conn_val& v) {
+            still_open.insert(id);
+            if (reported_open_.count(id)) return;
+            st_conn_event e{};
+            e.hdr.type = ST_REC_CONN;
+            e.hdr.size = sizeof(e);
+            e.hdr.flags = v.flags & (ST_F_OWNER_KNOWN | ST_F_START_KNOWN);
+            e.hdr.ts_ns = v.est_ns;
+            e.tuple = v.tuple;
+            e.owner = v.owner;
+            e.sk_id = id;
+            e.start_ns = v.start_ns;
+            e.netns = v.netns;
+            e.oldstate = v.est_from;
+            e.newstate = kTcpEstablished;
+            e.direction = v.direction;
+            handle(&e, sizeof(e));
+        });
+        // Connections no longer in the table are forgotten (closed, or their
+        // close record is on its way and will find nothing to erase).
+        reported_open_.swap(still_open);
+    }
+
     // Every kTickNs: scan progress and ends, SYN floods.
     void detection_tick(std::uint64_t now) {
+        if (!cfg_.all_states) sweep_open_conns();
         const std::int64_t unix_now = clock_.to_unix_ns(now);
         for (const auto& r : scans_.tick(now)) emit_scan(r, unix_now);
         local_scans_.expire(now);
@@ -273,8 +315,8 @@ private:
 
     void counted(RecordType t) { ++records_[static_cast<std::size_t>(t)]; }
 
-    static constexpr unsigned TCP_CLOSE_STATE = 7;
-    static constexpr std::uint64_t kTickNs = 250'000'000;  // scan_end/progress and SYN-flood resolution
+    static constexpr std::uint64_t kTickNs = 250'000'000;
+    static constexpr int kDrainIntervalMs = 100;  // the longest a routine record waits  // scan_end/progress and SYN-flood resolution
 
     const Config& cfg_;
     Loader& loader_;
@@ -288,6 +330,7 @@ private:
     std::uint64_t filtered_ = 0;
     std::uint64_t lost_decode_ = 0;
     std::uint64_t seed_failures_ = 0;
+    std::unordered_set<std::uint64_t> reported_open_;  // socket ids with their ESTABLISHED record out
     ScanTracker scans_;
     LocalScanTracker local_scans_;
     SynFloodMonitor floods_;

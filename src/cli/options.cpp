@@ -31,7 +31,11 @@ ParseResult parse_command_line(int argc, const char* const* argv) {
     app.add_option("--port", ports, "Only records whose local or remote port is PORT (repeatable)")
         ->check(CLI::Range(1, 65535))
         ->type_name("PORT");
-    app.add_option("--state", states, "Only state records entering or leaving STATE, e.g. ESTABLISHED (repeatable)")
+    app.add_flag("--all-states", cfg.all_states,
+                 "A state record for every TCP state transition (default: only for connections becoming "
+                 "ESTABLISHED; every connection also gets its close record)");
+    app.add_option("--state", states,
+                   "Only state records entering or leaving STATE, e.g. ESTABLISHED (repeatable; implies --all-states)")
         ->type_name("STATE");
     app.add_option("--peer-scope", scopes,
                    "Only connection records whose peer is in SCOPE: loopback, private, cgnat, link-local, "
@@ -48,6 +52,9 @@ ParseResult parse_command_line(int argc, const char* const* argv) {
         ->check(CLI::Range(64u, 1u << 20));
     app.add_flag("--no-inventory", no_inventory, "Do not list already-listening sockets at start");
     app.add_flag("-v,--verbose", cfg.verbose, "Print libbpf's log on stderr");
+    app.add_flag("--attach-only", cfg.attach_only,
+                 "Benchmark aid: attach every hook but let each program return at once (no records, no "
+                 "detection), to measure what the hooks alone cost");
 
     std::string hooks;
     app.add_option("--hooks", hooks,
@@ -106,6 +113,7 @@ ParseResult parse_command_line(int argc, const char* const* argv) {
         auto st = parse_tcp_state(s);
         if (!st) return {std::nullopt, 2, "scantrace: --state: unknown TCP state '" + s + "' (e.g. ESTABLISHED, SYN_RECV)"};
         cfg.states.insert(*st);
+        cfg.all_states = true;
     }
     for (const auto& s : scopes) {
         auto sc = parse_scope(s);

@@ -20,12 +20,14 @@ struct Config {
     std::set<unsigned> states;            // --state (TCP state numbers)
     std::set<Scope> peer_scopes;          // --peer-scope
     bool no_loopback = false;             // --no-loopback
+    bool all_states = false;              // --all-states (implied by --state)
     double stats_interval_s = 60.0;       // --stats-interval (0 = only at exit)
     std::uint32_t ringbuf_bytes = 2u << 20;  // --ringbuf-size (power of two)
     std::uint32_t max_conns = 16384;      // --max-conns
     std::uint32_t max_listeners = 2048;   // --max-listeners
     bool inventory = true;                // --no-inventory turns it off
     bool verbose = false;                 // --verbose: libbpf's log on stderr
+    bool attach_only = false;             // --attach-only: programs return at once (benchmarks)
 
     // Hook families the loader may use (--hooks): tp_btf, raw_tp, fentry,
     // kprobe, sock_ops. Empty = all.
@@ -43,7 +45,7 @@ struct Config {
     double dist_window_s = 10;             // --distributed-window
     bool group_v6_64 = false;              // --group-v6-64
     std::vector<Cidr> ignore;              // --ignore CIDR
-    std::uint32_t max_sources = 65536;     // --max-sources
+    std::uint32_t max_sources = 64512;     // --max-sources (63 Ki: with the rest, fits 64 MiB)
     std::uint64_t max_memory = 64u << 20;  // --max-memory: bound on all BPF maps
     // SYN flood
     double syn_rate = 200;                 // --syn-flood-rate (SYNs/s to one port)

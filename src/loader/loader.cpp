@@ -19,6 +19,7 @@
 #include "conn.skel.h"
 #include "scan.skel.h"
 #include "util/procfs.h"
+#include "util/tcp_states.h"
 
 namespace scantrace {
 namespace {
@@ -195,6 +196,10 @@ Loader::~Loader() = default;
 
 namespace {
 
+// The transitions the kernel reports itself without --all-states: into CLOSE
+// (the close record). ESTABLISHED is swept from st_conns (for_each_open_conn).
+constexpr std::uint32_t kLifecycleStates = 1u << kTcpClose;
+
 // Policy shared by both objects (both include bpf/scan.bpf.h).
 template <typename Rodata>
 void set_policy(Rodata* ro, const Config& cfg) {
@@ -207,6 +212,8 @@ void set_policy(Rodata* ro, const Config& cfg) {
     ro->cfg_dist_ports = cfg.dist_ports;
     ro->cfg_group_v6_64 = cfg.group_v6_64;
     ro->cfg_have_ignores = !cfg.ignore.empty();
+    ro->cfg_wakeup_bytes = cfg.ringbuf_bytes / 4;
+    ro->cfg_attach_only = cfg.attach_only;
 }
 
 // Apply the choice: the chosen variant's programs load, all others do not.
@@ -263,6 +270,7 @@ std::variant<std::unique_ptr<Loader>, LoadError> Loader::start(const Config& cfg
     bpf_map__set_max_entries(im.conn->maps.st_listeners, cfg.max_listeners);
     bpf_map__set_max_entries(im.conn->maps.st_sources, cfg.max_sources);
     set_policy(im.conn->rodata, cfg);
+    im.conn->rodata->cfg_report_states = cfg.all_states ? ~0u : kLifecycleStates;
     set_policy(im.scan->rodata, cfg);
 
     auto btf_tp = [&kf](const char* tp) {
@@ -411,6 +419,9 @@ std::variant<std::unique_ptr<Loader>, LoadError> Loader::start(const Config& cfg
     };
     if (auto e = attach_table(conn_table)) return *e;
     if (auto e = attach_table(scan_table)) return *e;
+    // The parsed kernel BTF (about 5 MiB here) was for the choices above only.
+    btf__free(kf.vmlinux);
+    kf.vmlinux = nullptr;
     return self;
 }
 
@@ -482,6 +493,28 @@ void Loader::for_each_syn(const std::function<void(const st_listener_key&, const
         if (bpf_map_lookup_elem(fd, &next, &v) == 0) fn(next, v);
         k = next;
         prev = &k;
+    }
+}
+
+void Loader::for_each_open_conn(const std::function<void(std::uint64_t, const st_conn_val&)>& fn) const {
+    // Batched: one syscall per kBatch entries, not two per entry, so a sweep
+    // of a full table stays cheap.
+    constexpr __u32 kBatch = 256;
+    int fd = bpf_map__fd(impl_->conn->maps.st_conns);
+    std::vector<std::uint64_t> keys(kBatch);
+    std::vector<st_conn_val> vals(kBatch);
+    std::uint64_t in_batch = 0, out_batch = 0;
+    bool first = true;
+    for (;;) {
+        __u32 count = kBatch;
+        int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(), vals.data(),
+                                       &count, nullptr);
+        if (err && errno != ENOENT) return;  // a sweep is best effort; the close record always comes
+        for (__u32 i = 0; i < count; ++i)
+            if (vals[i].flags & ST_F_ESTABLISHED) fn(keys[i], vals[i]);
+        if (err) return;  // ENOENT: that was the last batch
+        in_batch = out_batch;
+        first = false;
     }
 }
 

@@ -71,6 +71,9 @@ public:
     std::optional<st_dist_val> read_dist(std::uint32_t netns) const;
     // Every (listener, SYN counters) pair.
     void for_each_syn(const std::function<void(const st_listener_key&, const st_syn_val&)>& fn) const;
+    // Every tracked connection the kernel marked ESTABLISHED (ST_F_ESTABLISHED),
+    // keyed by socket id: what --all-states off leaves for userspace to report.
+    void for_each_open_conn(const std::function<void(std::uint64_t, const st_conn_val&)>& fn) const;
 
     // Stop all programs; maps stay readable for the final drain.
     void detach();

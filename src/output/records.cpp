@@ -301,7 +301,7 @@ private:
         w.end_array().key("peer_scope").begin_array();
         for (auto s : c.peer_scopes) w.str(scope_name(s));
         w.end_array();
-        w.field("no_loopback", c.no_loopback).key("stats_interval_s").f64(c.stats_interval_s, 3);
+        w.field("no_loopback", c.no_loopback).field("all_states", c.all_states).field("attach_only", c.attach_only).key("stats_interval_s").f64(c.stats_interval_s, 3);
         w.field("ringbuf_size", c.ringbuf_bytes).field("max_conns", c.max_conns);
         w.field("max_listeners", c.max_listeners).field("inventory", c.inventory);
         w.end_object();

@@ -11,6 +11,8 @@ namespace scantrace {
 // 1 ESTABLISHED, 2 SYN_SENT, 3 SYN_RECV, 4 FIN_WAIT1, 5 FIN_WAIT2,
 // 6 TIME_WAIT, 7 CLOSE, 8 CLOSE_WAIT, 9 LAST_ACK, 10 LISTEN, 11 CLOSING,
 // 12 NEW_SYN_RECV, 13 BOUND_INACTIVE; anything else -> decimal string.
+inline constexpr unsigned kTcpEstablished = 1;
+inline constexpr unsigned kTcpClose = 7;
 std::string tcp_state_name(unsigned state);
 // The same without allocating for known states; an unknown one is written
 // into scratch and the view points there.

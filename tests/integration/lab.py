@@ -384,12 +384,12 @@ while True:
     print(json.dumps({"peer": peer[0], "rport": peer[1], "received": got}), flush=True)
 """
 
-# argv: family(4|6) host port n_out n_in
+# argv: family(4|6) host port n_out n_in hold_s
 # Connects, prints {"pid","laddr","lport"}, writes n_out bytes, reads n_in
-# bytes, closes first, prints {"received"}.
+# bytes, stays connected hold_s seconds, closes first, prints {"received"}.
 _CLIENT = r"""
-import json, os, socket, sys
-fam, host, port, n_out, n_in = sys.argv[1:6]
+import json, os, socket, sys, time
+fam, host, port, n_out, n_in, hold = sys.argv[1:7]
 s = socket.socket(socket.AF_INET6 if fam == "6" else socket.AF_INET, socket.SOCK_STREAM)
 s.settimeout(20)
 s.connect((host, int(port)))
@@ -402,6 +402,7 @@ while got < int(n_in):
     if not d:
         break
     got += len(d)
+time.sleep(float(hold))
 s.close()
 print(json.dumps({"received": got}), flush=True)
 """
@@ -480,9 +481,11 @@ class ClientResult:
         return f"ClientResult(pid={self.pid}, laddr={self.laddr}, lport={self.lport}, received={self.received})"
 
 
-def run_client(lab, ns, host, port, family=4, n_out=1000, n_in=1000, timeout=30):
-    """Runs one client connection to completion; raises if it fails."""
-    proc = lab.popen_in(ns, [PYTHON, "-c", _CLIENT, str(family), host, str(port), str(n_out), str(n_in)])
+def run_client(lab, ns, host, port, family=4, n_out=1000, n_in=1000, hold=0.0, timeout=30):
+    """Runs one client connection to completion (held open `hold` seconds
+    after the exchange); raises if it fails."""
+    proc = lab.popen_in(ns, [PYTHON, "-c", _CLIENT, str(family), host, str(port), str(n_out), str(n_in),
+                             str(hold)])
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

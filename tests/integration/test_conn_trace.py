@@ -52,7 +52,8 @@ class ConnTraceTest(unittest.TestCase):
         return [r for r in records if r["type"] in ("state", "close")
                 and (r in tuple_recs or (r.get("netns"), r.get("sock")) in keys)]
 
-    def check_side(self, recs, tup, *, who, netns, family, direction, pid, not_pid, need, all_records):
+    def check_side(self, recs, tup, *, who, netns, family, direction, pid, not_pid, need, all_records,
+                   lifecycle):
         """Checks every state/close record of one side of one connection."""
         ctx = f"{who} side\n{fmt(recs)}"
         self.assertTrue(recs, f"no state/close records for the {who} side; all records:\n{fmt(all_records, 60)}")
@@ -76,6 +77,10 @@ class ConnTraceTest(unittest.TestCase):
             lab.check_process(self, r["process"], pid, "python3", f"{who} owner: {ctx}")
             self.assertNotEqual(r["process"]["pid"], not_pid, f"{who} attributed to the peer: {ctx}")
         seen = lab.transitions(recs)
+        if lifecycle:
+            # Default mode: the one ESTABLISHED record (the connection was held
+            # open past a sweep), and the close record; no other transition.
+            self.assertEqual(seen, need, f"{who}: default mode reports only the way into ESTABLISHED: {ctx}")
         for t in need:
             self.assertIn(t, seen, f"{who}: transition {t[0]}->{t[1]} missing: {ctx}")
         for old, new in seen:
@@ -93,11 +98,15 @@ class ConnTraceTest(unittest.TestCase):
             self.assertTrue(lab.is_int(c[key]) and c[key] >= 0, f"{key}: {cctx}")
         self.assertIsInstance(c["last_state"], str, cctx)
 
-    def exchange_and_check(self, tr, lab_, listener, *, family, server_addr, client_addr, client_family):
+    def exchange_and_check(self, tr, lab_, listener, *, family, server_addr, client_addr, client_family,
+                           all_states=True):
         """One client connection from the client namespace to `listener`,
-        then every assertion on both sides. Returns all records."""
+        then every assertion on both sides. Returns all records. The tracer
+        runs with --all-states unless all_states is False: then the client
+        holds the connection open long enough for the sweep that reports it
+        as ESTABLISHED (every 250 ms)."""
         client = lab.run_client(lab_, "client", server_addr, listener.port, family=client_family,
-                                n_out=NBYTES, n_in=NBYTES)
+                                n_out=NBYTES, n_in=NBYTES, hold=0 if all_states else 1.5)
         self.assertEqual(client.received, NBYTES)
         served = listener.wait_served()
         self.assertEqual(served["received"], NBYTES)
@@ -114,11 +123,13 @@ class ConnTraceTest(unittest.TestCase):
         tup = (client_addr, client.lport, server_addr, listener.port)
         self.check_side(self.side(records, *tup), tup, who="client", netns=cli_ns, family=family,
                         direction="outbound", pid=client.pid, not_pid=listener.pid,
-                        need=[("CLOSE", "SYN_SENT"), ("SYN_SENT", "ESTABLISHED")], all_records=records)
+                        need=[("CLOSE", "SYN_SENT"), ("SYN_SENT", "ESTABLISHED")] if all_states
+                        else [("SYN_SENT", "ESTABLISHED")], all_records=records, lifecycle=not all_states)
         tup = (server_addr, listener.port, client_addr, client.lport)
         self.check_side(self.side(records, *tup), tup, who="server", netns=srv_ns, family=family,
                         direction="inbound", pid=listener.pid, not_pid=client.pid,
-                        need=[("LISTEN", "SYN_RECV"), ("SYN_RECV", "ESTABLISHED")], all_records=records)
+                        need=[("LISTEN", "SYN_RECV"), ("SYN_RECV", "ESTABLISHED")] if all_states
+                        else [("SYN_RECV", "ESTABLISHED")], all_records=records, lifecycle=not all_states)
         return records
 
     # -- tests -------------------------------------------------------------
@@ -151,7 +162,7 @@ class ConnTraceTest(unittest.TestCase):
         lab.check_stats(self, records[-1], final=True)
 
     def test_ipv4_connection(self):
-        with NetnsLab() as lb, Tracer() as tr:
+        with NetnsLab() as lb, Tracer(["--all-states"]) as tr:
             srv = lab.start_listener(lb, "server", lb.server_ip4, n_in=NBYTES, n_out=NBYTES)
             any4 = lab.start_listener(lb, "server", "0.0.0.0")
             lo4 = lab.start_listener(lb, "server", "127.0.0.1")
@@ -163,7 +174,7 @@ class ConnTraceTest(unittest.TestCase):
                                     client_addr=lb.client_ip4, client_family=4)
 
     def test_ipv6_connection(self):
-        with NetnsLab() as lb, Tracer() as tr:
+        with NetnsLab() as lb, Tracer(["--all-states"]) as tr:
             srv = lab.start_listener(lb, "server", lb.server_ip6, family=6, n_in=NBYTES, n_out=NBYTES)
             any6 = lab.start_listener(lb, "server", "::", family=6, v6only=True)
             lo6 = lab.start_listener(lb, "server", "::1", family=6)
@@ -177,7 +188,7 @@ class ConnTraceTest(unittest.TestCase):
     def test_inventory_listener(self):
         with NetnsLab() as lb:
             srv = lab.start_listener(lb, "server", lb.server_ip4, n_in=NBYTES, n_out=NBYTES)
-            with Tracer() as tr:
+            with Tracer(["--all-states"]) as tr:
                 rec = self.wait_listen(tr, lb, "server", srv, "inventory")
                 self.check_listen(rec, lb, "server", srv, "ipv4", lb.server_ip4, "address", "inventory")
                 records = self.exchange_and_check(tr, lb, srv, family="ipv4", server_addr=lb.server_ip4,
@@ -186,8 +197,52 @@ class ConnTraceTest(unittest.TestCase):
                      and r.get("netns") == lb.netns_inode("server") and r.get("lport") == srv.port]
             self.assertEqual(opens, [], "a listener that predates scantrace is inventory, not open")
 
-    def test_dual_stack_listener(self):
+    def test_default_mode_reports_open_and_close(self):
+        """Without --all-states: a connection still open at a sweep gets one
+        ESTABLISHED record per side, every connection one close per side,
+        and nothing else; IPv4 and IPv6."""
         with NetnsLab() as lb, Tracer() as tr:
+            self.assertFalse(tr.start["config"]["all_states"], fmt([tr.start]))
+            for fam, srv_addr, cli_addr, name in ((4, lb.server_ip4, lb.client_ip4, "ipv4"),
+                                                  (6, lb.server_ip6, lb.client_ip6, "ipv6")):
+                srv = lab.start_listener(lb, "server", srv_addr, family=fam, n_in=NBYTES, n_out=NBYTES)
+                self.wait_listen(tr, lb, "server", srv, "open")
+                client = lab.run_client(lb, "client", srv_addr, srv.port, family=fam, n_out=NBYTES, n_in=NBYTES)
+                srv.wait_served()
+                cli_ns = lb.netns_inode("client")
+                tr.wait_for(lambda r: r["type"] == "close" and r.get("netns") == cli_ns
+                            and r.get("lport") == client.lport, 15, "the short connection's close record")
+            records = tr.stop()
+            inodes = (lb.netns_inode("client"), lb.netns_inode("server"))
+        by_sock = {}
+        for r in records:
+            if r["type"] in ("state", "close") and r.get("netns") in inodes:
+                by_sock.setdefault(r["sock"], []).append(r)
+        self.assertTrue(by_sock, f"no connection records:\n{fmt(records, 60)}")
+        for sock, recs in by_sock.items():
+            ctx = fmt(recs)
+            self.assertEqual([r["type"] for r in recs if r["type"] == "close"], ["close"], ctx)
+            states = [r for r in recs if r["type"] == "state"]
+            self.assertLessEqual(len(states), 1, f"at most one state record per connection side: {ctx}")
+            for r in states:
+                self.assertEqual(r["new"], "ESTABLISHED", ctx)
+                self.assertIn(r["old"], ("SYN_SENT", "SYN_RECV"), ctx)
+                self.assertLessEqual(r["ts"], recs[-1]["ts"], f"ESTABLISHED after the close: {ctx}")
+        stats = records[-1]
+        self.assertEqual(stats["lost"]["ringbuf"], 0, fmt([stats]))
+
+    def test_default_mode_held_connection(self):
+        """A connection held open past a sweep, default mode: both sides get
+        their ESTABLISHED record (from the st_conns sweep) with the right
+        4-tuple, direction and owner, then their close."""
+        with NetnsLab() as lb, Tracer() as tr:
+            srv = lab.start_listener(lb, "server", lb.server_ip4, n_in=NBYTES, n_out=NBYTES)
+            self.wait_listen(tr, lb, "server", srv, "open")
+            self.exchange_and_check(tr, lb, srv, family="ipv4", server_addr=lb.server_ip4,
+                                    client_addr=lb.client_ip4, client_family=4, all_states=False)
+
+    def test_dual_stack_listener(self):
+        with NetnsLab() as lb, Tracer(["--all-states"]) as tr:
             inodes = (lb.netns_inode("server"), lb.netns_inode("client"))
             srv = lab.start_listener(lb, "server", "::", family=6, v6only=False, n_in=NBYTES, n_out=NBYTES)
             rec = self.wait_listen(tr, lb, "server", srv, "open")

@@ -60,7 +60,7 @@ class RobustnessTest(unittest.TestCase):
     maxDiff = None
 
     def test_hostile_process_name(self):
-        with NetnsLab() as lb, Tracer() as tr:
+        with NetnsLab() as lb, Tracer(["--all-states"]) as tr:
             proc, info = lab.start_hostile(lb, "server", "127.0.0.1")
             self.assertEqual(bytes.fromhex(info["comm_hex"]), lab.HOSTILE_NAME, "prctl did not rename")
             self.assertEqual(lab.read_json_line(proc, 15, "the hostile helper's end"), {"done": True})
@@ -165,7 +165,7 @@ class RobustnessTest(unittest.TestCase):
         self.assertTrue("CAP_BPF" in err or "root" in err, f"the message should say what is missing: {ctx}")
 
     def test_port_filter(self):
-        with NetnsLab() as lb, Tracer(["--port", PORT_KEPT]) as tr:
+        with NetnsLab() as lb, Tracer(["--all-states", "--port", PORT_KEPT]) as tr:
             dropped = lab.start_listener(lb, "server", lb.server_ip4, port=PORT_DROPPED)
             kept = lab.start_listener(lb, "server", lb.server_ip4, port=PORT_KEPT)
             lab.run_client(lb, "client", lb.server_ip4, PORT_DROPPED)
@@ -211,7 +211,7 @@ class RobustnessTest(unittest.TestCase):
         self.assertGreater(records[-1]["filtered"], 0, f"filtered records are counted:\n{fmt(records[-1:])}")
 
     def test_text_format(self):
-        with NetnsLab() as lb, Tracer(["--format", "text"], expect_json=False) as tr:
+        with NetnsLab() as lb, Tracer(["--all-states", "--format", "text"], expect_json=False) as tr:
             srv = lab.start_listener(lb, "server", lb.server_ip4)
             client = lab.run_client(lb, "client", lb.server_ip4, srv.port)
             srv.wait_served()

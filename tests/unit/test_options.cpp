@@ -60,7 +60,9 @@ TEST_CASE("options: defaults") {
     CHECK(c.dist_window_s == doctest::Approx(10));
     CHECK_FALSE(c.group_v6_64);
     CHECK(c.ignore.empty());
-    CHECK(c.max_sources == 65536);
+    CHECK(c.max_sources == 64512);
+    CHECK_FALSE(c.all_states);
+    CHECK_FALSE(c.attach_only);
     CHECK(c.max_memory == (64u << 20));
     CHECK(c.syn_rate == doctest::Approx(200));
     CHECK(c.half_open == 64);
@@ -107,6 +109,15 @@ TEST_CASE("options: values are parsed") {
     CHECK(c.max_memory == (128ull << 20));
     CHECK(c.syn_rate == doctest::Approx(50));
     CHECK(c.local_scan_targets == 7);
+    CHECK(c.all_states);  // implied by --state: leaving a state needs every transition
+}
+
+TEST_CASE("options: --all-states and --attach-only") {
+    const ParseResult r = parse({"--all-states", "--attach-only"});
+    REQUIRE_MESSAGE(r.config, r.message);
+    CHECK(r.config->all_states);
+    CHECK(r.config->attach_only);
+    CHECK(r.config->states.empty());
 }
 
 TEST_CASE("options: usage errors are one line and exit 2") {
