@@ -87,24 +87,8 @@ static __always_inline __u8 st_first_direction(int oldstate, int newstate)
 
 /* The handler, once with direct loads for the BTF-typed tracepoint and once
  * with probe reads for the raw tracepoint fallback. */
-#define ST_SFX btf
-#define ST_R ST_READ_DIRECT
-#define ST_RCOPY ST_RCOPY_DIRECT
-#define ST_TCP_SOCK ST_TCP_SOCK_DIRECT
-#include "conn_handler.bpf.h"
-#undef ST_SFX
-#undef ST_R
-#undef ST_RCOPY
-#undef ST_TCP_SOCK
-#define ST_SFX probe
-#define ST_R ST_READ_PROBE
-#define ST_RCOPY ST_RCOPY_PROBE
-#define ST_TCP_SOCK ST_TCP_SOCK_PROBE
-#include "conn_handler.bpf.h"
-#undef ST_SFX
-#undef ST_R
-#undef ST_RCOPY
-#undef ST_TCP_SOCK
+#define ST_TEMPLATE "conn_handler.bpf.h"
+#include "instantiate.bpf.h"
 
 /* Primary: BTF-typed raw tracepoint. No tracefs needed, and cheaper than the
  * classic tracepoint (no perf-buffer argument marshalling). */

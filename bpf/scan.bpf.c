@@ -23,13 +23,6 @@
 #include "common.bpf.h"
 #include "scan.bpf.h"
 
-/* kprobe variants share these helpers: probe reads throughout. */
-#define ST_SFX probe
-#define ST_R ST_READ_PROBE
-#define ST_RCOPY ST_RCOPY_PROBE
-#define ST_TCP_SOCK ST_TCP_SOCK_PROBE
-#include "sock.bpf.h"
-
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* What the incoming segment says. */
@@ -42,88 +35,60 @@ struct st_pkt {
 	__u8 saddr[16], daddr[16];
 };
 
-/* Parse the IP and transport headers of a received skb. */
-static __always_inline bool st_parse_skb(const struct sk_buff *skb, struct st_pkt *pk)
+/* The IP and TCP/UDP headers at head + nh and head + th, for both read modes:
+ * one probe read covers an IPv4 or IPv6 header and the first 14 transport
+ * bytes when the transport header follows right after (no IP options, no
+ * IPv6 extension header); anything else takes a second read. Reading past
+ * the packet stays inside the skb head (skb_shared_info follows it). */
+#define ST_HDR_READ 56
+
+static __always_inline bool st_parse_headers(const unsigned char *head, __u16 nh, __u16 th, struct st_pkt *pk)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u8 buf[ST_HDR_READ], thdr[14];
+	const __u8 *t = NULL;
 	__u8 ver;
 
 	if (!head || nh == (__u16)~0U || th == (__u16)~0U || th <= nh)
 		return false;
-	if (bpf_probe_read_kernel(&ver, 1, head + nh))
+	if (bpf_probe_read_kernel(buf, sizeof(buf), head + nh))
 		return false;
-	ver >>= 4;
+	ver = buf[0] >> 4;
 	__builtin_memset(pk->saddr, 0, 16);
 	__builtin_memset(pk->daddr, 0, 16);
 	if (ver == 4) {
-		struct iphdr ip;
-
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
-			return false;
 		pk->family = ST_AF_INET;
-		pk->proto = ip.protocol;
-		__builtin_memcpy(pk->saddr, &ip.saddr, 4);
-		__builtin_memcpy(pk->daddr, &ip.daddr, 4);
+		pk->proto = buf[9];
+		__builtin_memcpy(pk->saddr, buf + 12, 4);
+		__builtin_memcpy(pk->daddr, buf + 16, 4);
+		if (th - nh == 20)
+			t = buf + 20;
 	} else if (ver == 6) {
-		struct ipv6hdr ip6;
-
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
-			return false;
 		pk->family = ST_AF_INET6;
-		pk->proto = ip6.nexthdr; /* extension headers: see proto check below */
-		__builtin_memcpy(pk->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(pk->daddr, &ip6.daddr, 16);
+		pk->proto = buf[6]; /* next header; extension headers fail the proto check below */
+		__builtin_memcpy(pk->saddr, buf + 8, 16);
+		__builtin_memcpy(pk->daddr, buf + 24, 16);
+		if (th - nh == 40)
+			t = buf + 40;
 	} else {
 		return false;
 	}
+	if (pk->proto != IPPROTO_TCP && pk->proto != IPPROTO_UDP)
+		return false;
+	if (!t) {
+		if (bpf_probe_read_kernel(thdr, sizeof(thdr), head + th))
+			return false;
+		t = thdr;
+	}
+	pk->sport = (t[0] << 8) | t[1];
+	pk->dport = (t[2] << 8) | t[3];
 	if (pk->proto == IPPROTO_TCP) {
-		__u8 hdr[14];
-
-		if (bpf_probe_read_kernel(hdr, sizeof(hdr), head + th))
-			return false;
-		pk->sport = (hdr[0] << 8) | hdr[1];
-		pk->dport = (hdr[2] << 8) | hdr[3];
-		pk->doff = hdr[12] >> 4;
-		pk->flags = hdr[13];
-	} else if (pk->proto == IPPROTO_UDP) {
-		__u8 hdr[4];
-
-		if (bpf_probe_read_kernel(hdr, sizeof(hdr), head + th))
-			return false;
-		pk->sport = (hdr[0] << 8) | hdr[1];
-		pk->dport = (hdr[2] << 8) | hdr[3];
+		pk->doff = t[12] >> 4;
+		pk->flags = t[13];
+	} else {
 		pk->doff = 0;
 		pk->flags = 0;
-	} else {
-		return false;
 	}
 	return true;
-}
-
-/* The namespace a received packet is in. skb->dev is not kept on every
- * path (TCP reuses the field once a socket is found), so prefer a socket. */
-static __always_inline __u32 st_skb_netns(const struct sk_buff *skb, const struct sock *rx_sk)
-{
-	struct net_device *dev;
-	struct sock *sk;
-
-	if (rx_sk)
-		return st_sock_netns_probe(rx_sk);
-	sk = BPF_CORE_READ(skb, sk);
-	if (sk)
-		return st_sock_netns_probe(sk);
-	dev = BPF_CORE_READ(skb, dev);
-	if (!dev) {
-		/* The input route still names the device (low bit: noref flag). */
-		unsigned long refdst = BPF_CORE_READ(skb, _skb_refdst);
-		struct dst_entry *dst = (struct dst_entry *)(refdst & ~1UL);
-
-		if (dst)
-			dev = BPF_CORE_READ(dst, dev);
-	}
-	return dev ? BPF_CORE_READ(dev, nd_net.net, ns.inum) : 0;
 }
 
 static __always_inline void st_probe_from_pkt(const struct st_pkt *pk, __u32 netns, __u8 technique, __u8 outcome,
@@ -139,68 +104,7 @@ static __always_inline void st_probe_from_pkt(const struct st_pkt *pk, __u32 net
 	p->create = create;
 }
 
-/* ---- closed ports and listener resets --------------------------------- */
-
-/* The kernel is about to answer skb with a RST. sk is NULL when no socket
- * matched (a closed port), the listener when a listener resets (ACK or
- * Maimon probe to an open port). */
-static __always_inline int st_on_reset(const struct sock *sk, const struct sk_buff *skb)
-{
-	struct st_probe p;
-	struct st_pkt pk;
-	__u8 outcome;
-	__u32 netns;
-
-	if (cfg_attach_only || !skb || !st_parse_skb(skb, &pk) || pk.proto != IPPROTO_TCP)
-		return 0;
-	/* Never an answer to a RST; fentry/kprobe also see those calls. */
-	if (pk.flags & ST_TH_RST)
-		return 0;
-	if (!sk) {
-		outcome = ST_OUT_CLOSED;
-		netns = st_skb_netns(skb, NULL);
-	} else {
-		if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_LISTEN)
-			return 0;
-		outcome = ST_OUT_RESET;
-		netns = st_sock_netns_probe(sk);
-	}
-	st_probe_from_pkt(&pk, netns, st_technique(pk.flags, pk.doff), outcome, true, &p);
-	st_record_probe(&p, bpf_ktime_get_boot_ns());
-	return 0;
-}
-
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(st_rst_btf, const struct sock *sk, const struct sk_buff *skb)
-{
-	return st_on_reset(sk, skb);
-}
-
-SEC("fentry/tcp_v4_send_reset")
-int BPF_PROG(st_rst4_fentry, const struct sock *sk, struct sk_buff *skb)
-{
-	return st_on_reset(sk, skb);
-}
-
-SEC("fentry/tcp_v6_send_reset")
-int BPF_PROG(st_rst6_fentry, const struct sock *sk, struct sk_buff *skb)
-{
-	return st_on_reset(sk, skb);
-}
-
-SEC("kprobe/tcp_v4_send_reset")
-int BPF_KPROBE(st_rst4_kprobe, const struct sock *sk, struct sk_buff *skb)
-{
-	return st_on_reset(sk, skb);
-}
-
-SEC("kprobe/tcp_v6_send_reset")
-int BPF_KPROBE(st_rst6_kprobe, const struct sock *sk, struct sk_buff *skb)
-{
-	return st_on_reset(sk, skb);
-}
-
-/* ---- SYNs reaching listeners (open ports) ------------------------------ */
+/* ---- SYNs reaching listeners: per-port counters ----------------------- */
 
 /* Half-open connections of a listener: its request queue length. */
 static __always_inline __u32 st_listener_half_open(const struct sock *listener)
@@ -230,50 +134,84 @@ static __always_inline void st_count_syn(__u32 netns, __u16 port, const struct s
 		st_count(ST_CNT_SYN_MAP_FULL);
 }
 
-/* A SYN to a listener (fentry/kprobe on tcp_v{4,6}_conn_request): sees SYN
- * cookies too, and the packet, so the technique is exact. */
-static __always_inline int st_on_conn_request(const struct sock *sk, const struct sk_buff *skb)
-{
-	struct st_probe p;
-	struct st_pkt pk;
-	__u32 netns;
-	__u8 tech;
 
-	if (cfg_attach_only || !skb || !st_parse_skb(skb, &pk) || pk.proto != IPPROTO_TCP)
-		return 0;
-	netns = st_sock_netns_probe(sk);
-	st_count_syn(netns, pk.dport, sk);
-	/* A SYN to an open port from an OS stack (a client, or a connect()
-	 * scan) only adds to a source already probing: every legitimate client
-	 * connects this way. A raw scanner's SYN may start one. */
-	tech = st_technique(pk.flags, pk.doff);
-	st_probe_from_pkt(&pk, netns, tech, ST_OUT_OPEN, tech == ST_TECH_SYN, &p);
-	st_record_probe(&p, bpf_ktime_get_boot_ns());
-	return 0;
+/* ---- silent drops ------------------------------------------------------ */
+
+/* Drop reasons are an enum whose values move between kernels (CO-RE). */
+static __always_inline bool st_drop_tcp_flags(int reason)
+{
+	return bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_FLAGS) &&
+	       reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_FLAGS);
 }
+
+static __always_inline bool st_drop_reason_wanted(int reason)
+{
+	return st_drop_tcp_flags(reason) ||
+	       (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NO_SOCKET) &&
+		reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NO_SOCKET));
+}
+
+/* The handlers, once with direct loads (tp_btf and fentry: BTF-typed
+ * arguments) and once with probe reads (kprobe, raw_tp). */
+#define ST_TEMPLATE "probe_handler.bpf.h"
+#include "instantiate.bpf.h"
+
+/* ---- closed ports and listener resets --------------------------------- */
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(st_rst_btf, const struct sock *sk, const struct sk_buff *skb)
+{
+	return st_on_reset_btf(sk, skb);
+}
+
+SEC("fentry/tcp_v4_send_reset")
+int BPF_PROG(st_rst4_fentry, const struct sock *sk, struct sk_buff *skb)
+{
+	return st_on_reset_btf(sk, skb);
+}
+
+SEC("fentry/tcp_v6_send_reset")
+int BPF_PROG(st_rst6_fentry, const struct sock *sk, struct sk_buff *skb)
+{
+	return st_on_reset_btf(sk, skb);
+}
+
+SEC("kprobe/tcp_v4_send_reset")
+int BPF_KPROBE(st_rst4_kprobe, const struct sock *sk, struct sk_buff *skb)
+{
+	return st_on_reset_probe(sk, skb);
+}
+
+SEC("kprobe/tcp_v6_send_reset")
+int BPF_KPROBE(st_rst6_kprobe, const struct sock *sk, struct sk_buff *skb)
+{
+	return st_on_reset_probe(sk, skb);
+}
+
+/* ---- SYNs reaching listeners (open ports) ------------------------------ */
 
 SEC("fentry/tcp_v4_conn_request")
 int BPF_PROG(st_syn4_fentry, struct sock *sk, struct sk_buff *skb)
 {
-	return st_on_conn_request(sk, skb);
+	return st_on_conn_request_btf(sk, skb);
 }
 
 SEC("fentry/tcp_v6_conn_request")
 int BPF_PROG(st_syn6_fentry, struct sock *sk, struct sk_buff *skb)
 {
-	return st_on_conn_request(sk, skb);
+	return st_on_conn_request_btf(sk, skb);
 }
 
 SEC("kprobe/tcp_v4_conn_request")
 int BPF_KPROBE(st_syn4_kprobe, struct sock *sk, struct sk_buff *skb)
 {
-	return st_on_conn_request(sk, skb);
+	return st_on_conn_request_probe(sk, skb);
 }
 
 SEC("kprobe/tcp_v6_conn_request")
 int BPF_KPROBE(st_syn6_kprobe, struct sock *sk, struct sk_buff *skb)
 {
-	return st_on_conn_request(sk, skb);
+	return st_on_conn_request_probe(sk, skb);
 }
 
 /* Fallback where neither fentry nor kprobes work: the request socket that a
@@ -336,56 +274,22 @@ int st_sockops(struct bpf_sock_ops *skops)
 
 /* ---- silent drops: FIN/NULL/Xmas to open ports, UDP to closed ports ---- */
 
-static __always_inline int st_on_drop(const struct sk_buff *skb, int reason, const struct sock *rx_sk)
-{
-	struct st_probe p;
-	struct st_pkt pk;
-	bool tcp_flags = false, no_socket = false;
-
-	if (cfg_attach_only)
-		return 0;
-	/* Drop reasons are an enum whose values move between kernels. */
-	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_FLAGS))
-		tcp_flags = reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_FLAGS);
-	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NO_SOCKET))
-		no_socket = reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NO_SOCKET);
-	if (!tcp_flags && !no_socket)
-		return 0;
-	if (!st_parse_skb(skb, &pk))
-		return 0;
-	if (tcp_flags && pk.proto == IPPROTO_TCP) {
-		/* A listener dropped a segment without SYN/ACK/RST. */
-		if (pk.flags & (ST_TH_SYN | ST_TH_ACK | ST_TH_RST))
-			return 0;
-		st_probe_from_pkt(&pk, st_skb_netns(skb, rx_sk), st_technique(pk.flags, pk.doff), ST_OUT_DROPPED, true,
-				  &p);
-	} else if (no_socket && pk.proto == IPPROTO_UDP) {
-		st_probe_from_pkt(&pk, st_skb_netns(skb, rx_sk), ST_TECH_UDP, ST_OUT_CLOSED, true, &p);
-	} else {
-		/* TCP NO_SOCKET is counted by the reset hook. */
-		return 0;
-	}
-	st_record_probe(&p, bpf_ktime_get_boot_ns());
-	return 0;
-}
-
-/* Since Linux 6.12 the tracepoint also passes the receiving socket. */
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(st_drop_btf_rxsk, struct sk_buff *skb, void *location, int reason, const struct sock *rx_sk)
 {
-	return st_on_drop(skb, reason, rx_sk);
+	return st_on_drop_btf(skb, reason, rx_sk);
 }
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(st_drop_btf, struct sk_buff *skb, void *location, int reason)
 {
-	return st_on_drop(skb, reason, NULL);
+	return st_on_drop_btf(skb, reason, NULL);
 }
 
 SEC("raw_tp/kfree_skb")
 int BPF_PROG(st_drop_raw, struct sk_buff *skb, void *location, int reason)
 {
-	return st_on_drop(skb, reason, NULL);
+	return st_on_drop_probe(skb, reason, NULL);
 }
 
 /* ---- SYN-ACK retransmits (a SYN flood's half-open connections) --------- */
@@ -398,8 +302,8 @@ int BPF_PROG(st_synack_btf, const struct sock *sk, const struct request_sock *re
 
 	if (cfg_attach_only)
 		return 0;
-	k.netns = st_sock_netns_probe(sk);
-	k.port = st_sock_lport_probe(sk);
+	k.netns = st_sock_netns_btf(sk);
+	k.port = st_sock_lport_btf(sk);
 	k.proto = ST_PROTO_TCP;
 	k._pad = 0;
 	v = bpf_map_lookup_elem(&st_syn, &k);

@@ -470,7 +470,10 @@ static __noinline void st_record_probe(const struct st_probe *p, __u64 now)
 		st_emit_scan_alert(&k, ST_RULE_SLOW, v->n_exact, p, now);
 	}
 
-	if (p->outcome == ST_OUT_CLOSED)
+	/* A port this source already probed is in the namespace's set already
+	 * (or was, in an earlier window, by a source that is no longer new):
+	 * floods at one port skip the st_dist lookup. */
+	if (p->outcome == ST_OUT_CLOSED && (is_new || created))
 		st_dist_note(&k, created, p->dport, now);
 }
 
