@@ -265,30 +265,6 @@ def spread(xs, fmt="{:.0f}"):
 
 
 # ---------------------------------------------------------------- churn ---
-def churn_rounds(args, runner, label, rounds=None, extra=()):
-    """Alternate off/on rounds; returns (off rates, on rates, ratios per pair,
-    lost.ringbuf per on round). "on" is scantrace writing into a Drain."""
-    off, on, ratios, lost = [], [], [], []
-    for i in range(rounds or args.rounds):
-        # Alternate which goes first so drift hits both sides alike.
-        order = ("off", "on") if i % 2 == 0 else ("on", "off")
-        got = {}
-        for mode in order:
-            tracer = scantrace_drain(args, extra) if mode == "on" else None
-            try:
-                got[mode] = runner()
-            finally:
-                if tracer:
-                    tracer.stop()
-                    lost.append(tracer.final_stats()["lost"]["ringbuf"])
-        off.append(got["off"])
-        on.append(got["on"])
-        ratios.append(got["on"] / got["off"])
-        print(f"  {label} round {i + 1}: off {got['off']:.0f}/s on {got['on']:.0f}/s"
-              f" (lost.ringbuf {lost[-1]})", file=sys.stderr)
-    return off, on, ratios, lost
-
-
 def churn_self(args, threads=2, seconds=None):
     exe = os.path.join(args.build, "bench", "churn")
     seconds = seconds or args.seconds
@@ -306,15 +282,22 @@ CHURN_MODES = (
 )
 
 
-def churn_modes(args, runner, label):
-    """Every round runs churn once without scantrace and once per CHURN_MODES
-    entry, in an order rotated by one per round; returns {mode: (rates,
-    ratios to the round's off, lost.ringbuf per round)} and the off rates."""
-    names = ["off"] + [m for m, _ in CHURN_MODES]
-    extra = dict(CHURN_MODES)
+PROBE_MODES = (
+    ("default", ()),
+    ("--attach-only (every program returns at once: the floor)", ("--attach-only",)),
+)
+
+
+def churn_modes(args, runner, label, modes=CHURN_MODES, rounds=None):
+    """Every round runs the workload once without scantrace and once per
+    entry of modes ((name, extra arguments), ...), in an order rotated by one
+    per round; returns the off rates and {mode: (rates, ratios to the round's
+    off, lost.ringbuf per round)}."""
+    names = ["off"] + [m for m, _ in modes]
+    extra = dict(modes)
     res = {m: ([], [], []) for m in names[1:]}
     off = []
-    for i in range(args.rounds):
+    for i in range(rounds or args.rounds):
         order = names[i % len(names):] + names[:i % len(names)]
         got = {}
         for mode in order:
@@ -543,7 +526,7 @@ def bench_probes(args, rows):
             rx.append((p1 - p0) / (t1 - t0))
             return (r1 - r0) / (t1 - t0)
 
-        off, on, ratios, lost = churn_rounds(args, flood, "closed-port SYN flood", rounds=args.probe_rounds)
+        off, res = churn_modes(args, flood, "closed-port SYN flood", modes=PROBE_MODES, rounds=args.probe_rounds)
         rx_rounds = list(rx)
         # Where the "on" time goes: one more on-round with BPF run-time stats.
         tracer = scantrace_drain(args)
@@ -556,9 +539,10 @@ def bench_probes(args, rows):
             tracer.stop()
         cost = [f"`{name}` {cnt / dt:.0f}/s × {ns / cnt:.0f} ns = {ns / dt / 1e7:.1f} % of a CPU"
                 for name, _, cnt, ns in ran]
-    rows.append((f"Closed-port probe path: victim RSTs/s under hping3 -S --flood (one source; victim rx "
-                 f"{med(rx_rounds):.0f} packets/s median; scantrace lost.ringbuf {sum(lost)})",
-                 spread(off), spread(on), spread(ratios, "{:.3f}"), "on/off ≥ 0.97"))
+    for mode, (on, ratios, lost) in res.items():
+        rows.append((f"Closed-port probe path, scantrace {mode}: victim RSTs/s under hping3 -S --flood (one source; "
+                     f"victim rx {med(rx_rounds):.0f} packets/s median; lost.ringbuf {sum(lost)})",
+                     spread(off), spread(on), spread(ratios, "{:.3f}"), "on/off ≥ 0.97" if mode == "default" else ""))
     rows.append((f"Closed-port probe path, one more on-round with kernel.bpf_stats_enabled ({rate:.0f} RSTs/s): "
                  "BPF programs that ran, events/s × mean ns = CPU share", "", "; ".join(cost), ""))
 
