@@ -128,9 +128,12 @@ static __always_inline bool ST_NAME(st_emit_conn)(const struct sock *sk, __u16 f
 	return true;
 }
 
-static __always_inline void ST_NAME(st_conn_transition)(const struct sock *sk, __u16 family, __u32 netns, int oldstate,
-					       int newstate, __u64 now)
+/* lk: the socket's (netns, local port), the key its listener would have. */
+static __always_inline void ST_NAME(st_conn_transition)(const struct sock *sk, __u16 family,
+							const struct st_listener_key *lk, int oldstate, int newstate,
+							__u64 now)
 {
+	__u32 netns = lk->netns;
 	__u64 id = (__u64)sk;
 	struct st_conn_val *cv, c = {};
 	struct st_probe p = {};
@@ -158,12 +161,7 @@ static __always_inline void ST_NAME(st_conn_transition)(const struct sock *sk, _
 		} else {
 			/* Inbound, or a connection that predates us: if its local
 			 * port has a listener, that listener's owner owns it. */
-			struct st_listener_key lk = {
-				.netns = netns,
-				.port = ST_NAME(st_sock_lport)(sk),
-				.proto = ST_PROTO_TCP,
-			};
-			struct st_listener_val *lv = bpf_map_lookup_elem(&st_listeners, &lk);
+			struct st_listener_val *lv = bpf_map_lookup_elem(&st_listeners, lk);
 
 			if (lv) {
 				c.owner = lv->owner;
@@ -239,7 +237,7 @@ static __always_inline int ST_NAME(st_handle_state)(const struct sock *sk, int o
 		ST_NAME(st_listen_close)(sk, family, &key, now);
 		break;
 	case ST_T_CONN:
-		ST_NAME(st_conn_transition)(sk, family, key.netns, oldstate, newstate, now);
+		ST_NAME(st_conn_transition)(sk, family, &key, oldstate, newstate, now);
 		break;
 	default:
 		break;

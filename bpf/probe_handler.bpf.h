@@ -104,18 +104,22 @@ static __always_inline int ST_NAME(st_on_drop)(const struct sk_buff *skb, int re
 {
 	struct st_probe p;
 	struct st_pkt pk;
+	bool tcp_flags;
 
-	if (cfg_attach_only || !st_drop_reason_wanted(reason))
+	if (cfg_attach_only)
+		return 0;
+	tcp_flags = st_drop_tcp_flags(reason);
+	if (!tcp_flags && !st_drop_no_socket(reason))
 		return 0;
 	if (!ST_NAME(st_parse_skb)(skb, &pk))
 		return 0;
-	if (st_drop_tcp_flags(reason) && pk.proto == IPPROTO_TCP) {
+	if (tcp_flags && pk.proto == IPPROTO_TCP) {
 		/* A listener dropped a segment without SYN/ACK/RST. */
 		if (pk.flags & (ST_TH_SYN | ST_TH_ACK | ST_TH_RST))
 			return 0;
 		st_probe_from_pkt(&pk, ST_NAME(st_skb_netns)(skb, rx_sk), st_technique(pk.flags, pk.doff),
 				  ST_OUT_DROPPED, true, &p);
-	} else if (!st_drop_tcp_flags(reason) && pk.proto == IPPROTO_UDP) {
+	} else if (!tcp_flags && pk.proto == IPPROTO_UDP) {
 		st_probe_from_pkt(&pk, ST_NAME(st_skb_netns)(skb, rx_sk), ST_TECH_UDP, ST_OUT_CLOSED, true, &p);
 	} else {
 		/* TCP NO_SOCKET is counted by the reset hook. */

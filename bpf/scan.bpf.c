@@ -144,11 +144,10 @@ static __always_inline bool st_drop_tcp_flags(int reason)
 	       reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_FLAGS);
 }
 
-static __always_inline bool st_drop_reason_wanted(int reason)
+static __always_inline bool st_drop_no_socket(int reason)
 {
-	return st_drop_tcp_flags(reason) ||
-	       (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NO_SOCKET) &&
-		reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NO_SOCKET));
+	return bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NO_SOCKET) &&
+	       reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NO_SOCKET);
 }
 
 /* The handlers, once with direct loads (tp_btf and fentry: BTF-typed

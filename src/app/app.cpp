@@ -135,13 +135,13 @@ private:
         Event ev = decode_record(data, size);
         if (auto* c = std::get_if<ConnEvent>(&ev)) {
             // Without --all-states a connection's end is its close record alone.
-            const bool state_line = cfg_.all_states || c->newstate != kTcpClose;
-            if (!state_line) {
-            } else if (filter_.pass_state(*c)) {
-                fmt_->state(sink_.buffer(), *c);
-                counted(RecordType::state);
-            } else {
-                ++filtered_;
+            if (cfg_.all_states || c->newstate != kTcpClose) {
+                if (filter_.pass_state(*c)) {
+                    fmt_->state(sink_.buffer(), *c);
+                    counted(RecordType::state);
+                } else {
+                    ++filtered_;
+                }
             }
             if (auto r = local_scans_.feed(*c)) {
                 fmt_->local_scan(sink_.buffer(), *r, clock_.to_unix_ns(c->ts_ns));
@@ -202,8 +202,9 @@ private:
     void sweep_open_conns() {
         std::unordered_set<std::uint64_t> still_open;
         loader_.for_each_open_conn([&](std::uint64_t id, const st_conn_val& v) {
-            still_open.insert(id);
-            if (reported_open_.count(id)) return;
+            // Once per sweep (a fallback walk may pass an entry twice) and
+            // once per connection.
+            if (!still_open.insert(id).second || reported_open_.count(id)) return;
             st_conn_event e{};
             e.hdr.type = ST_REC_CONN;
             e.hdr.size = sizeof(e);
@@ -315,8 +316,8 @@ private:
 
     void counted(RecordType t) { ++records_[static_cast<std::size_t>(t)]; }
 
-    static constexpr std::uint64_t kTickNs = 250'000'000;
-    static constexpr int kDrainIntervalMs = 100;  // the longest a routine record waits  // scan_end/progress and SYN-flood resolution
+    static constexpr std::uint64_t kTickNs = 250'000'000;  // sweep, scan_end/progress, SYN-flood resolution
+    static constexpr int kDrainIntervalMs = 100;            // the longest a routine record waits
 
     const Config& cfg_;
     Loader& loader_;

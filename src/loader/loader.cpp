@@ -465,16 +465,34 @@ void Loader::delete_source(const st_src_key& key) {
     bpf_map_delete_elem(bpf_map__fd(impl_->conn->maps.st_sources), &key);
 }
 
-std::uint64_t Loader::count_sources() const {
-    int fd = bpf_map__fd(impl_->conn->maps.st_sources);
-    st_src_key k{}, next{};
-    std::uint64_t n = 0;
+namespace {
+
+// Every key of a hash map, one get_next_key syscall each.
+template <typename K, typename F>
+void for_each_key(int fd, F&& fn) {
+    K k{}, next{};
     const void* prev = nullptr;
     while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-        ++n;
+        fn(next);
         k = next;
         prev = &k;
     }
+}
+
+// Every (key, value) of a hash map, one lookup per key on top.
+template <typename K, typename V, typename F>
+void for_each_entry(int fd, F&& fn) {
+    for_each_key<K>(fd, [&](const K& k) {
+        V v;
+        if (bpf_map_lookup_elem(fd, &k, &v) == 0) fn(k, v);
+    });
+}
+
+}  // namespace
+
+std::uint64_t Loader::count_sources() const {
+    std::uint64_t n = 0;
+    for_each_key<st_src_key>(bpf_map__fd(impl_->conn->maps.st_sources), [&n](const st_src_key&) { ++n; });
     return n;
 }
 
@@ -485,15 +503,7 @@ std::optional<st_dist_val> Loader::read_dist(std::uint32_t netns) const {
 }
 
 void Loader::for_each_syn(const std::function<void(const st_listener_key&, const st_syn_val&)>& fn) const {
-    int fd = bpf_map__fd(impl_->conn->maps.st_syn);
-    st_listener_key k{}, next{};
-    const void* prev = nullptr;
-    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-        st_syn_val v;
-        if (bpf_map_lookup_elem(fd, &next, &v) == 0) fn(next, v);
-        k = next;
-        prev = &k;
-    }
+    for_each_entry<st_listener_key, st_syn_val>(bpf_map__fd(impl_->conn->maps.st_syn), fn);
 }
 
 void Loader::for_each_open_conn(const std::function<void(std::uint64_t, const st_conn_val&)>& fn) const {
@@ -501,20 +511,26 @@ void Loader::for_each_open_conn(const std::function<void(std::uint64_t, const st
     // of a full table stays cheap.
     constexpr __u32 kBatch = 256;
     int fd = bpf_map__fd(impl_->conn->maps.st_conns);
+    auto open = [&fn](std::uint64_t id, const st_conn_val& v) {
+        if (v.flags & ST_F_ESTABLISHED) fn(id, v);
+    };
     std::vector<std::uint64_t> keys(kBatch);
     std::vector<st_conn_val> vals(kBatch);
     std::uint64_t in_batch = 0, out_batch = 0;
-    bool first = true;
-    for (;;) {
+    for (bool first = true;; first = false) {
         __u32 count = kBatch;
         int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(), vals.data(),
                                        &count, nullptr);
-        if (err && errno != ENOENT) return;  // a sweep is best effort; the close record always comes
-        for (__u32 i = 0; i < count; ++i)
-            if (vals[i].flags & ST_F_ESTABLISHED) fn(keys[i], vals[i]);
+        if (err && errno != ENOENT) {
+            // No batch operations (before Linux 5.6), or a bucket longer than
+            // kBatch: walk the map key by key instead. Connections already
+            // passed to fn may come again; the caller reports each once.
+            for_each_entry<std::uint64_t, st_conn_val>(fd, open);
+            return;
+        }
+        for (__u32 i = 0; i < count; ++i) open(keys[i], vals[i]);
         if (err) return;  // ENOENT: that was the last batch
         in_batch = out_batch;
-        first = false;
     }
 }
 

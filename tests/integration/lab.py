@@ -816,16 +816,16 @@ def transitions(records):
 # Entry point for test files
 # ---------------------------------------------------------------------------
 
-def main():
-    """Parses --binary (the rest of argv goes to unittest) and runs the tests
-    of the calling module."""
+def main(description="scantrace integration tests (root)"):
+    """Parses --binary (the rest of argv goes to unittest), checks it and
+    root, and runs the tests of the calling module."""
     global BINARY
-    parser = argparse.ArgumentParser(description="scantrace integration tests (root)")
-    parser.add_argument("--binary", required=True, help="path to the scantrace binary")
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--binary", required=True, help="path to the scantrace binary (build/scantrace)")
     args, rest = parser.parse_known_args()
     BINARY = os.path.abspath(args.binary)
     if os.geteuid() != 0:
-        sys.exit(f"{sys.argv[0]}: integration tests need root (BPF, network namespaces)")
+        sys.exit(f"{sys.argv[0]}: these tests need root (BPF, network namespaces)")
     if not os.access(BINARY, os.X_OK):
         sys.exit(f"{sys.argv[0]}: {BINARY} is not an executable file: build it first (scripts/setup)")
     install_signal_handlers()

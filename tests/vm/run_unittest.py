@@ -6,9 +6,8 @@ JSON line, for run_guest_tests.sh's summary.
         --json /tmp/out.jsonl tests/integration/test_scan_nmap.py [-k PATTERN]...
 
 The file is imported as a module (its own main() does not run), the binary
-is handed to the harness the way its main() would (lab.BINARY,
-vmtools.BINARY), and unittest runs it with verbosity 2. -k works like
-unittest's (substring or glob of the test id). Exit: 0 when no selected
+is handed to the harness the way its main() would (lab.BINARY), and
+unittest runs it with verbosity 2. -k works like unittest's (substring or glob of the test id). Exit: 0 when no selected
 test failed (expected failures and unexpected successes of @expectedFailure
 tests are reported, not failures), 1 otherwise or when nothing ran, 2 on
 usage errors.
@@ -94,9 +93,7 @@ def main():
         if d not in sys.path:
             sys.path.insert(0, d)
     import lab
-    import vmtools
-    lab.BINARY = binary
-    vmtools.BINARY = binary
+    lab.BINARY = binary  # vmtools reads it from there
     lab.install_signal_handlers()
 
     name = os.path.splitext(os.path.basename(path))[0]

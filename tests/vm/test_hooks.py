@@ -17,9 +17,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import vmtools  # noqa: E402
-
-sys.path.insert(0, os.path.join(vmtools.REPO, "tests", "integration"))
+import vmtools  # noqa: E402  (puts tests/integration on sys.path)
 from lab import Tracer, fmt  # noqa: E402
 
 # The loader's order of preference (src/loader/loader.cpp).

@@ -13,24 +13,24 @@ makes, so the tests that use them hold on any kernel: in the 6.1 guest of
 scripts/vmtest and on a developer's newer kernel alike.
 """
 
-import argparse
 import json
 import os
 import subprocess
 import sys
-import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 SOURCE = os.path.join(HERE, "load_variants.c")
 TOOLS_DIR = os.environ.get("SCANTRACE_VM_TOOLS_DIR", "/tmp/scantrace-vm-tools")
 
-BINARY = None  # set by main()
+# The integration harness (Tracer, NetnsLab) and its --binary handling.
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+import lab  # noqa: E402
 
 
 def build_dir():
     """The build directory of the binary under test (it holds bpf/*.bpf.o)."""
-    return os.path.dirname(BINARY)
+    return os.path.dirname(lab.BINARY)
 
 
 def bpf_objects():
@@ -81,18 +81,4 @@ def note(msg):
 
 
 def main():
-    global BINARY
-    parser = argparse.ArgumentParser(description="scantrace second-kernel tests (root)")
-    parser.add_argument("--binary", required=True, help="path to the scantrace binary (build/scantrace)")
-    args, rest = parser.parse_known_args()
-    BINARY = os.path.abspath(args.binary)
-    if os.geteuid() != 0:
-        sys.exit(f"{sys.argv[0]}: these tests need root (BPF)")
-    if not os.access(BINARY, os.X_OK):
-        sys.exit(f"{sys.argv[0]}: {BINARY} is not an executable file: build it first (scripts/setup)")
-    # The integration harness (Tracer, NetnsLab) reads its binary from here.
-    sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
-    import lab
-    lab.BINARY = BINARY
-    lab.install_signal_handlers()
-    unittest.main(module="__main__", argv=[sys.argv[0], *rest], verbosity=2)
+    lab.main("scantrace second-kernel tests (root)")
