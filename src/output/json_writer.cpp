@@ -169,11 +169,15 @@ void append_json_string(std::string& out, std::string_view s) {
     out.push_back('"');
 }
 
-void JsonWriter::comma() {
+bool JsonWriter::needs_comma() const {
     if (depth_ == 0)
-        return;
+        return false;
     const char last = out_.back();
-    if (last != '{' && last != '[' && last != ':')
+    return last != '{' && last != '[' && last != ':';
+}
+
+void JsonWriter::comma() {
+    if (needs_comma())
         out_.push_back(',');
 }
 
@@ -205,7 +209,29 @@ JsonWriter& JsonWriter::end_array() {
     return *this;
 }
 
-JsonWriter& JsonWriter::key(std::string_view k) {
+JsonWriter& JsonWriter::key(JsonKey k) {
+    // One append of `,"key":` built on the stack: keys are short literals.
+    char buf[72];
+    if (k.size() > sizeof buf - 4) {
+        comma();
+        out_.push_back('"');
+        out_.append(k.data(), k.size());
+        out_.append("\":", 2);
+        return *this;
+    }
+    std::size_t n = 0;
+    if (needs_comma())
+        buf[n++] = ',';
+    buf[n++] = '"';
+    std::memcpy(buf + n, k.data(), k.size());
+    n += k.size();
+    buf[n++] = '"';
+    buf[n++] = ':';
+    out_.append(buf, n);
+    return *this;
+}
+
+JsonWriter& JsonWriter::dynamic_key(std::string_view k) {
     comma();
     append_json_string(out_, k);
     out_.push_back(':');
@@ -219,17 +245,21 @@ JsonWriter& JsonWriter::str(std::string_view v) {
 }
 
 JsonWriter& JsonWriter::u64(std::uint64_t v) {
-    comma();
     char buf[24];
-    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    char* p = buf;
+    if (needs_comma())
+        *p++ = ',';
+    const auto r = std::to_chars(p, buf + sizeof buf, v);
     out_.append(buf, r.ptr);
     return *this;
 }
 
 JsonWriter& JsonWriter::i64(std::int64_t v) {
-    comma();
     char buf[24];
-    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    char* p = buf;
+    if (needs_comma())
+        *p++ = ',';
+    const auto r = std::to_chars(p, buf + sizeof buf, v);
     out_.append(buf, r.ptr);
     return *this;
 }

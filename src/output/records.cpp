@@ -93,7 +93,7 @@ public:
         std::uint64_t total = 0;
         w.key("maps").begin_object();
         for (const auto& m : s.memory) {
-            w.field(m.name, m.bytes);
+            w.dynamic_key(m.name).u64(m.bytes);
             total += m.bytes;
         }
         w.end_object().field("total_bytes", total).field("limit_bytes", s.config->max_memory).end_object();
@@ -152,7 +152,7 @@ public:
         w.field("scans_active", s.scans_active).field("syn_floods_active", s.syn_floods_active);
         w.key("records").begin_object();
         for (std::size_t i = 0; i < s.records.size(); ++i)
-            w.field(record_type_name(static_cast<RecordType>(i)), s.records[i]);
+            w.dynamic_key(record_type_name(static_cast<RecordType>(i))).u64(s.records[i]);
         w.end_object();
         w.field("filtered", s.filtered);
         w.key("lost").begin_object();
@@ -177,7 +177,7 @@ public:
         w.key("techniques").begin_array();
         for (const auto& t : r.techniques) w.str(t.first);
         w.end_array().key("technique_probes").begin_object();
-        for (const auto& t : r.techniques) w.field(t.first, t.second);
+        for (const auto& t : r.techniques) w.dynamic_key(t.first).u64(t.second);
         w.end_object();
         w.field("ports", r.ports).field("ports_exact", r.ports_exact).field("probes", r.probes);
         w.key("first_seen");

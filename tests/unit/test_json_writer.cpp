@@ -186,11 +186,17 @@ TEST_CASE("deceptive code points are escaped but keep their value") {
     }
 }
 
-TEST_CASE("keys are escaped too") {
+TEST_CASE("keys made at run time are escaped; literal keys are copied as they are") {
     std::string out;
-    JsonWriter(out).begin_object().field("k\"\n\xFF", 1).end_object();
+    JsonWriter(out).begin_object().dynamic_key("k\"\n\xFF").i64(1).end_object();
     CHECK(out == R"({"k\"\n\ufffd":1})");
     CHECK(nlohmann::json::parse(out).contains("k\"\n" + kFffd));
+
+    std::string lit, dyn;
+    JsonWriter(lit).begin_object().key("bytes_acked").u64(1).field("b", 2).end_object();
+    JsonWriter(dyn).begin_object().dynamic_key("bytes_acked").u64(1).dynamic_key("b").u64(2).end_object();
+    CHECK(lit == R"({"bytes_acked":1,"b":2})");
+    CHECK(lit == dyn);
 }
 
 TEST_CASE("property: random bytes always give parseable JSON with the documented decoding") {
