@@ -214,6 +214,18 @@ static __always_inline int ST_NAME(st_handle_state)(const struct sock *sk, int o
 	__u16 family;
 	__u64 now;
 
+#ifdef ST_BENCH_SPIN_NS
+	/* Benchmark calibration only (never in a normal build): burn this many
+	 * ns per state event, with --attach-only, to measure what a known amount
+	 * of BPF work per connection costs the churn (bench/README.md). */
+	{
+		__u64 t0 = bpf_ktime_get_ns();
+
+		for (int i = 0; i < 4096; i++)
+			if (bpf_ktime_get_ns() - t0 >= ST_BENCH_SPIN_NS)
+				break;
+	}
+#endif
 	if (cfg_attach_only || ST_R(sk->sk_protocol) != IPPROTO_TCP)
 		return 0;
 	st_count(ST_CNT_STATE_EVENTS);
