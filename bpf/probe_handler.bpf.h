@@ -48,6 +48,13 @@ static __always_inline __u32 ST_NAME(st_skb_netns)(const struct sk_buff *skb, co
 	return dev ? BPF_CORE_READ(dev, nd_net.net, ns.inum) : 0;
 }
 
+/* The TCP packet a reset or conn_request hook is about to act on; false
+ * with --attach-only, for no skb, or for anything else. */
+static __always_inline bool ST_NAME(st_tcp_pkt)(const struct sk_buff *skb, struct st_pkt *pk)
+{
+	return !cfg_attach_only && skb && ST_NAME(st_parse_skb)(skb, pk) && pk->proto == IPPROTO_TCP;
+}
+
 /* The kernel is about to answer skb with a RST. sk is NULL when no socket
  * matched (a closed port), the listener when a listener resets (ACK or
  * Maimon probe to an open port). */
@@ -58,7 +65,7 @@ static __always_inline int ST_NAME(st_on_reset)(const struct sock *sk, const str
 	__u8 outcome;
 	__u32 netns;
 
-	if (cfg_attach_only || !skb || !ST_NAME(st_parse_skb)(skb, &pk) || pk.proto != IPPROTO_TCP)
+	if (!ST_NAME(st_tcp_pkt)(skb, &pk))
 		return 0;
 	/* Never an answer to a RST; fentry/kprobe also see those calls. */
 	if (pk.flags & ST_TH_RST)
@@ -86,7 +93,7 @@ static __always_inline int ST_NAME(st_on_conn_request)(const struct sock *sk, co
 	__u32 netns;
 	__u8 tech;
 
-	if (cfg_attach_only || !skb || !ST_NAME(st_parse_skb)(skb, &pk) || pk.proto != IPPROTO_TCP)
+	if (!ST_NAME(st_tcp_pkt)(skb, &pk))
 		return 0;
 	netns = ST_NAME(st_sock_netns)(sk);
 	st_count_syn(netns, pk.dport, sk);

@@ -210,15 +210,8 @@ JsonWriter& JsonWriter::end_array() {
 }
 
 JsonWriter& JsonWriter::key(JsonKey k) {
-    // One append of `,"key":` built on the stack: keys are short literals.
-    char buf[72];
-    if (k.size() > sizeof buf - 4) {
-        comma();
-        out_.push_back('"');
-        out_.append(k.data(), k.size());
-        out_.append("\":", 2);
-        return *this;
-    }
+    // One append of `,"key":` built on the stack (JsonKey bounds the size).
+    char buf[JsonKey::kMax + 4];
     std::size_t n = 0;
     if (needs_comma())
         buf[n++] = ',';
@@ -244,7 +237,9 @@ JsonWriter& JsonWriter::str(std::string_view v) {
     return *this;
 }
 
-JsonWriter& JsonWriter::u64(std::uint64_t v) {
+// The comma and the digits in one append.
+template <typename Int>
+JsonWriter& JsonWriter::integer(Int v) {
     char buf[24];
     char* p = buf;
     if (needs_comma())
@@ -254,15 +249,9 @@ JsonWriter& JsonWriter::u64(std::uint64_t v) {
     return *this;
 }
 
-JsonWriter& JsonWriter::i64(std::int64_t v) {
-    char buf[24];
-    char* p = buf;
-    if (needs_comma())
-        *p++ = ',';
-    const auto r = std::to_chars(p, buf + sizeof buf, v);
-    out_.append(buf, r.ptr);
-    return *this;
-}
+JsonWriter& JsonWriter::u64(std::uint64_t v) { return integer(v); }
+
+JsonWriter& JsonWriter::i64(std::int64_t v) { return integer(v); }
 
 JsonWriter& JsonWriter::f64(double v, int decimals) {
     if (!std::isfinite(v))

@@ -27,6 +27,8 @@ class JsonKey {
 public:
     template <std::size_t N>
     consteval JsonKey(const char (&s)[N]) : p_(s), n_(N - 1) {  // NOLINT: implicit on purpose
+        if (N - 1 > kMax)
+            throw "a JsonKey literal is at most kMax bytes";
         for (std::size_t i = 0; i + 1 < N; ++i) {
             const auto c = static_cast<unsigned char>(s[i]);
             if (c < 0x20 || c == '"' || c == '\\' || c >= 0x7f)
@@ -35,6 +37,7 @@ public:
     }
     const char* data() const { return p_; }
     std::size_t size() const { return n_; }
+    static constexpr std::size_t kMax = 64;  // lets the writer build `,"key":` on the stack
 
 private:
     const char* p_;
@@ -72,6 +75,8 @@ public:
 private:
     bool needs_comma() const;
     void comma();
+    template <typename Int>
+    JsonWriter& integer(Int v);
     std::string& out_;
     // Whether a value needs a comma is read off the last byte written ('{',
     // '[' or ':' mean no), so the only state is the nesting depth: a writer
